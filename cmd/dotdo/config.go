@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// errUsage means the usage text was already printed.
+var errUsage = errors.New("usage")
+
+// config is everything `dotdo serve` and `dotdo migrate` read from flags
+// and DOTDO_* environment variables. Flags win over the environment.
+type config struct {
+	Addr            string
+	DataDir         string
+	DatabaseURL     string
+	Services        []string
+	DBURL           string
+	InternalToken   string
+	Domain          string
+	Hosts           map[string]string
+	MaxBodyBytes    int64
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        string
+	DBMaxConns      int
+	InsecureNoAuth  bool
+}
+
+// allServices are the services this build has, in start order.
+var allServices = []string{"db", "gateway"}
+
+// option is one setting: a flag, its environment variable and default.
+type option struct {
+	flag, env, def, help string
+	value            string
+}
+
+// options parses args for command cmd into cfg. Every option is documented
+// in --help with its environment variable and default.
+func parseConfig(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	opts := []*option{
+		{flag: "addr", env: "DOTDO_ADDR", def: "127.0.0.1:8787", help: "address to listen on (host:port; port 0 picks a free one)"},
+		{flag: "data-dir", env: "DOTDO_DATA_DIR", def: "./data", help: "directory for the embedded SQLite database (created if missing)"},
+		{flag: "database-url", env: "DATABASE_URL", def: "", help: "postgres://user:pass@host:5432/db?sslmode=disable selects PostgreSQL instead of SQLite (DOTDO_DATABASE_URL also works)"},
+		{flag: "services", env: "DOTDO_SERVICES", def: "all", help: "comma-separated services to run in this process: all, or some of " + strings.Join(allServices, ",")},
+		{flag: "db-url", env: "DOTDO_DB_URL", def: "", help: "URL of a db service in another process (http://host:port), for a gateway run without db"},
+		{flag: "domain", env: "DOTDO_DOMAIN", def: "", help: "enables host routing: <service>.<domain> reaches only that service"},
+		{flag: "hosts", env: "DOTDO_HOSTS", def: "", help: "more host routes, host=service pairs separated by commas (data.example.com=db)"},
+		{flag: "max-body", env: "DOTDO_MAX_BODY", def: "1MiB", help: "largest request body; larger ones get 413 (bytes, or with KiB/MiB)"},
+		{flag: "read-timeout", env: "DOTDO_READ_TIMEOUT", def: "30s", help: "time to read a whole request"},
+		{flag: "write-timeout", env: "DOTDO_WRITE_TIMEOUT", def: "30s", help: "time to write a whole response"},
+		{flag: "idle-timeout", env: "DOTDO_IDLE_TIMEOUT", def: "120s", help: "how long an idle keep-alive connection stays open"},
+		{flag: "shutdown-timeout", env: "DOTDO_SHUTDOWN_TIMEOUT", def: "30s", help: "on SIGTERM, how long in-flight requests may take to finish"},
+		{flag: "log-format", env: "DOTDO_LOG_FORMAT", def: "auto", help: "json, text, or auto (text on a terminal, JSON otherwise)"},
+		{flag: "log-level", env: "DOTDO_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+		{flag: "db-max-conns", env: "DOTDO_DB_MAX_CONNS", def: "20", help: "PostgreSQL connection pool size"},
+		{flag: "insecure-no-auth", env: "DOTDO_INSECURE_NO_AUTH", def: "false", help: "allow listening on a non-loopback address although no authentication is enforced yet"},
+	}
+	fs := flag.NewFlagSet("dotdo "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, o := range opts {
+		o.value = o.def
+		if v := getenv(o.env); v != "" {
+			o.value = v
+		} else if o.env == "DATABASE_URL" && getenv("DOTDO_DATABASE_URL") != "" {
+			o.value = getenv("DOTDO_DATABASE_URL")
+		}
+		def := o.def
+		if def == "" {
+			def = "none"
+		}
+		fs.StringVar(&o.value, o.flag, o.value, fmt.Sprintf("%s\n(env %s; default %s)", o.help, o.env, def))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: dotdo %s [flags]\n\nFlags (each also read from its environment variable; flags win):\n", cmd)
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nEnvironment only:\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errUsage
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; see dotdo %s --help", fs.Arg(0), cmd)
+	}
+	get := func(name string) *option {
+		for _, o := range opts {
+			if o.flag == name {
+				return o
+			}
+		}
+		panic("no option " + name)
+	}
+	bad := func(name, why string) error {
+		o := get(name)
+		return fmt.Errorf("--%s (env %s) = %q: %s", o.flag, o.env, o.value, why)
+	}
+	c := &config{
+		Addr:          get("addr").value,
+		DataDir:       get("data-dir").value,
+		DatabaseURL:   get("database-url").value,
+		DBURL:         get("db-url").value,
+		InternalToken: getenv("DOTDO_INTERNAL_TOKEN"),
+		Domain:        strings.ToLower(get("domain").value),
+		LogFormat:     get("log-format").value,
+		LogLevel:      get("log-level").value,
+		Hosts:         map[string]string{},
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return nil, bad("addr", "want host:port, such as 127.0.0.1:8787 or :8787")
+	}
+	if c.DataDir == "" {
+		return nil, bad("data-dir", "must not be empty")
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return nil, bad("database-url", "want postgres://user:pass@host:5432/db?sslmode=disable, or leave it empty for SQLite")
+		}
+	}
+	svc := get("services").value
+	if svc == "all" || svc == "" {
+		c.Services = slices.Clone(allServices)
+	} else {
+		for _, s := range strings.Split(svc, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(allServices, s) {
+				return nil, bad("services", "unknown service "+strconv.Quote(s)+"; use all or some of "+strings.Join(allServices, ","))
+			}
+			if !slices.Contains(c.Services, s) {
+				c.Services = append(c.Services, s)
+			}
+		}
+	}
+	if c.DBURL != "" {
+		u, err := url.Parse(c.DBURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, bad("db-url", "want the db service's base URL, such as http://127.0.0.1:8788")
+		}
+		c.DBURL = strings.TrimSuffix(c.DBURL, "/")
+	}
+	if hs := get("hosts").value; hs != "" {
+		for _, pair := range strings.Split(hs, ",") {
+			h, s, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || h == "" || !slices.Contains(allServices, s) {
+				return nil, bad("hosts", "want host=service pairs separated by commas, such as data.example.com=db")
+			}
+			c.Hosts[strings.ToLower(h)] = s
+		}
+	}
+	n, err := parseBytes(get("max-body").value)
+	if err != nil || n < 1024 {
+		return nil, bad("max-body", "want a size of at least 1KiB, such as 1048576, 512KiB or 4MiB")
+	}
+	c.MaxBodyBytes = n
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"read-timeout", &c.ReadTimeout}, {"write-timeout", &c.WriteTimeout}, {"idle-timeout", &c.IdleTimeout}, {"shutdown-timeout", &c.ShutdownTimeout}} {
+		v, err := time.ParseDuration(get(d.name).value)
+		if err != nil || v <= 0 {
+			return nil, bad(d.name, "want a positive duration such as 30s or 2m")
+		}
+		*d.dst = v
+	}
+	if !slices.Contains([]string{"auto", "json", "text"}, c.LogFormat) {
+		return nil, bad("log-format", "use auto, json or text")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		return nil, bad("log-level", "use debug, info, warn or error")
+	}
+	if c.DBMaxConns, err = strconv.Atoi(get("db-max-conns").value); err != nil || c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
+		return nil, bad("db-max-conns", "want a number from 1 to 1000")
+	}
+	if c.InsecureNoAuth, err = strconv.ParseBool(get("insecure-no-auth").value); err != nil {
+		return nil, bad("insecure-no-auth", "want true or false")
+	}
+	return c, nil
+}
+
+// has reports whether the process runs service s.
+func (c *config) has(s string) bool { return slices.Contains(c.Services, s) }
+
+// split reports whether some service this process needs runs elsewhere,
+// or this process serves others: then internal RPC needs the token.
+func (c *config) split() bool { return len(c.Services) != len(allServices) }
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, errors.New("bad size")
+	}
+	return n * mult, nil
+}
+
+// isLoopback reports whether addr's host only accepts local connections.
+func isLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,284 @@
+// Package gateway is dotdo's front door: it routes requests by host and
+// path to the services, gives every request an ID, logs one access line
+// per request, records metrics, recovers panics, limits request bodies and
+// aggregates the services' health.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dotdo/dotdo/internal/apierr"
+	"github.com/dotdo/dotdo/internal/metrics"
+	"github.com/dotdo/dotdo/internal/reqid"
+)
+
+// Upstream is one service behind the gateway.
+type Upstream struct {
+	// Name is the service name: db, auth, ...
+	Name string
+	// Prefixes are the public REST path prefixes of the service.
+	Prefixes []string
+	// Routes registers the service's REST routes; they call the service
+	// through its binding.
+	Routes func(*http.ServeMux)
+	// RPCPath is the Connect path prefix (/dotdo.db.v1.DBService/) and RPC
+	// its handler: the service's own Connect handler in all-in-one mode, a
+	// proxy to the service's process in split mode.
+	RPCPath string
+	RPC     http.Handler
+	// Health reports whether the service is healthy.
+	Health func(context.Context) error
+}
+
+// Config is the gateway's configuration.
+type Config struct {
+	// MaxBodyBytes caps request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// Domain enables host routing: <service>.<Domain> reaches only that
+	// service.
+	Domain string
+	// Hosts maps further host names to service names.
+	Hosts map[string]string
+	// Self is the name this process reports for itself in /health
+	// ("gateway"); empty on a split-mode service listener.
+	Self string
+}
+
+// Gateway is the gateway service; it is an http.Handler.
+type Gateway struct {
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics.Registry
+	mux       *http.ServeMux
+	upstreams map[string]*Upstream
+	hosts     map[string]string
+}
+
+// New returns a gateway over the given upstreams.
+func New(cfg Config, logger *slog.Logger, m *metrics.Registry, ups []Upstream) *Gateway {
+	g := &Gateway{cfg: cfg, log: logger, metrics: m, mux: http.NewServeMux(), upstreams: map[string]*Upstream{}, hosts: map[string]string{}}
+	g.mux.HandleFunc("GET /health", g.health)
+	g.mux.Handle("GET /metrics", m.Handler())
+	for i := range ups {
+		u := &ups[i]
+		g.upstreams[u.Name] = u
+		if u.Routes != nil {
+			u.Routes(g.mux)
+		}
+		if u.RPC != nil {
+			g.mux.Handle("POST "+u.RPCPath, u.RPC)
+		}
+		if cfg.Domain != "" {
+			g.hosts[u.Name+"."+cfg.Domain] = u.Name
+		}
+	}
+	for h, svc := range cfg.Hosts {
+		g.hosts[strings.ToLower(h)] = svc
+	}
+	return g
+}
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}
+
+// ServeHTTP handles one request: ID, limits, routing, recovery, metrics
+// and the access log line.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := r.Header.Get(reqid.Header)
+	if !reqid.Valid(id) {
+		id = reqid.New()
+	}
+	w.Header().Set(reqid.Header, id)
+	r = r.WithContext(reqid.With(r.Context(), id))
+	sw := writerPool.Get().(*statusWriter)
+	*sw = statusWriter{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			g.log.ErrorContext(r.Context(), "panic", "request_id", id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if sw.status == 0 {
+				apierr.WriteHTTP(sw, id, apierr.New(apierr.Internal, "internal error"))
+			}
+		}
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		d := time.Since(start)
+		g.metrics.Request(route, sw.status, d)
+		g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", id),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.String("route", route),
+			slog.Int("status", sw.status),
+			slog.Int("bytes", sw.bytes),
+			slog.Float64("ms", float64(d.Microseconds())/1000),
+			slog.String("remote", r.RemoteAddr),
+		)
+		writerPool.Put(sw)
+	}()
+	g.serve(sw, r)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.TooLarge, "request body is larger than %d bytes", g.cfg.MaxBodyBytes))
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+	}
+	if len(g.hosts) > 0 && !g.hostAllows(r) {
+		g.notFound(w, r)
+		return
+	}
+	h, pattern := g.mux.Handler(r)
+	if pattern == "" {
+		// No route: answer in the error envelope, keeping the mux's
+		// status (404 or 405) and Allow header.
+		rec := &headerOnly{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.status == http.StatusMethodNotAllowed {
+			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		g.notFound(w, r)
+		return
+	}
+	g.mux.ServeHTTP(w, r)
+}
+
+func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request) {
+	apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// hostAllows applies host routing: a host mapped to a service reaches only
+// that service's routes (and /health); other hosts reach everything.
+func (g *Gateway) hostAllows(r *http.Request) bool {
+	host := strings.ToLower(r.Host)
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		host = host[:i]
+	}
+	svc, ok := g.hosts[host]
+	if !ok {
+		return true
+	}
+	if r.URL.Path == "/health" {
+		return true
+	}
+	u := g.upstreams[svc]
+	if u == nil {
+		return false
+	}
+	if u.RPCPath != "" && strings.HasPrefix(r.URL.Path, u.RPCPath) {
+		return true
+	}
+	for _, p := range u.Prefixes {
+		if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// headerOnly captures what the mux's fallback handler writes.
+type headerOnly struct {
+	header http.Header
+	status int
+}
+
+func (h *headerOnly) Header() http.Header         { return h.header }
+func (h *headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerOnly) WriteHeader(code int)        { h.status = code }
+
+type serviceHealth struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// health aggregates every upstream's health: 200 when all are ok, 503 with
+// status degraded otherwise.
+func (g *Gateway) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	out := struct {
+		Status   string                   `json:"status"`
+		Services map[string]serviceHealth `json:"services"`
+	}{Status: "ok", Services: map[string]serviceHealth{}}
+	if g.cfg.Self != "" {
+		out.Services[g.cfg.Self] = serviceHealth{Status: "ok"}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, u := range g.upstreams {
+		if u.Health == nil {
+			continue
+		}
+		wg.Go(func() {
+			h := serviceHealth{Status: "ok"}
+			if err := u.Health(ctx); err != nil {
+				h = serviceHealth{Status: "unavailable", Error: apierr.From(err).Message}
+			}
+			mu.Lock()
+			out.Services[name] = h
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	status := http.StatusOK
+	for _, h := range out.Services {
+		if h.Status != "ok" {
+			out.Status, status = "degraded", http.StatusServiceUnavailable
+		}
+	}
+	b, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(b)
+}

@@ -1,0 +1,48 @@
+// Package reqid carries a request's ID through a context, so that every log
+// line and every RPC of a request names it.
+package reqid
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+)
+
+// Header is the HTTP header that carries the ID in and out.
+const Header = "X-Request-Id"
+
+type key struct{}
+
+// With returns ctx carrying id.
+func With(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, key{}, id)
+}
+
+// From returns the ID in ctx, or "".
+func From(ctx context.Context) string {
+	id, _ := ctx.Value(key{}).(string)
+	return id
+}
+
+var enc = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// New returns a random 16-character ID.
+func New() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return enc.EncodeToString(b[:])
+}
+
+// Valid reports whether a client-sent ID may be kept: 1-128 printable ASCII
+// characters without spaces, so it is safe in logs and headers.
+func Valid(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
