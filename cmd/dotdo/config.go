@@ -44,7 +44,7 @@ var allServices = []string{"db", "gateway"}
 // option is one setting: a flag, its environment variable and default.
 type option struct {
 	flag, env, def, help string
-	value            string
+	value                string
 }
 
 // options parses args for command cmd into cfg. Every option is documented

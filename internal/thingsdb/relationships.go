@@ -233,4 +233,3 @@ func (s *Service) Health(ctx context.Context, _ *connect.Request[dbv1.HealthRequ
 	}
 	return connect.NewResponse(&dbv1.HealthResponse{Status: "ok"}), nil
 }
-
