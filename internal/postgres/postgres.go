@@ -20,8 +20,9 @@ import (
 var migrations embed.FS
 
 // migrationLock is a transaction-scoped advisory lock key, so replicas
-// starting together apply each migration once.
-const migrationLock = "SELECT pg_advisory_xact_lock(7_368_766_179)"
+// starting together apply each migration once. The key has no digit
+// separators: PostgreSQL accepts those only from version 16.
+const migrationLock = "SELECT pg_advisory_xact_lock(7368766179)"
 
 // Open connects to the database at url (postgres://...). maxConns bounds
 // the pool.
