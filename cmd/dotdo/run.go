@@ -207,7 +207,7 @@ func serve(ctx context.Context, cfg *config, stderr io.Writer) error {
 			return err
 		},
 	}}
-	gcfg := gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes, Domain: cfg.Domain, Hosts: cfg.Hosts}
+	gcfg := gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes, Domain: cfg.Domain, Hosts: cfg.Hosts, InternalToken: cfg.InternalToken}
 	var handler http.Handler
 	if cfg.has("gateway") {
 		api := thingsdb.Instrument(db, reg, "db")
@@ -217,7 +217,8 @@ func serve(ctx context.Context, cfg *config, stderr io.Writer) error {
 	} else {
 		// A service process: Connect RPC, /health and /metrics, closed to
 		// callers without the internal token.
-		handler = rpc.RequireToken(cfg.InternalToken, gateway.New(gcfg, log.With("service", "rpc"), reg, ups))
+		gcfg.Internal = true
+		handler = gateway.New(gcfg, log.With("service", "rpc"), reg, ups)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)

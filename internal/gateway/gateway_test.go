@@ -23,6 +23,8 @@ import (
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
+const token = "gateway-test-token-0123456789abcdef"
+
 type fixture struct {
 	gw   *gateway.Gateway
 	logs *bytes.Buffer
@@ -44,6 +46,7 @@ func newGateway(t *testing.T, cfg gateway.Config, extra ...gateway.Upstream) *fi
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	cfg.Self = "gateway"
+	cfg.InternalToken = token
 	path, h := dbv1connect.NewDBServiceHandler(svc, connect.WithInterceptors(rpc.ServerInterceptor()))
 	api := thingsdb.Instrument(svc, f.reg, "db")
 	ups := append([]gateway.Upstream{{
@@ -114,12 +117,19 @@ func TestRoutingByPath(t *testing.T) {
 	if rec.Code != 405 || errCode(t, rec) != "method_not_allowed" || !strings.Contains(rec.Header().Get("Allow"), "GET") {
 		t.Fatalf("wrong method = %d %s allow %q; want 405 envelope with Allow", rec.Code, rec.Body, rec.Header().Get("Allow"))
 	}
-	// Connect path routed to the db service
-	rec = f.do("POST", "", "/dotdo.db.v1.DBService/Get", `{"ns":"app","id":"a"}`, "Content-Type", "application/json")
+	// Connect paths are for services: without the internal token, 401
+	for _, tok := range []string{"", "wrong", token[:len(token)-1]} {
+		rec = f.do("POST", "", "/dotdo.db.v1.DBService/Get", `{"ns":"app","id":"a"}`, "Content-Type", "application/json", "Dotdo-Internal-Token", tok)
+		if rec.Code != 401 || errCode(t, rec) != "unauthenticated" {
+			t.Fatalf("Connect Get with token %q = %d %s; want 401", tok, rec.Code, rec.Body)
+		}
+	}
+	// with it, the Connect path is routed to the db service
+	rec = f.do("POST", "", "/dotdo.db.v1.DBService/Get", `{"ns":"app","id":"a"}`, "Content-Type", "application/json", "Dotdo-Internal-Token", token)
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"version":"1"`) {
 		t.Fatalf("Connect Get = %d %s", rec.Code, rec.Body)
 	}
-	rec = f.do("POST", "", "/dotdo.db.v1.DBService/Get", `{"ns":"app","id":"zz"}`, "Content-Type", "application/json")
+	rec = f.do("POST", "", "/dotdo.db.v1.DBService/Get", `{"ns":"app","id":"zz"}`, "Content-Type", "application/json", "Dotdo-Internal-Token", token)
 	if rec.Code != 404 || !strings.Contains(rec.Body.String(), `"not_found"`) {
 		t.Fatalf("Connect Get missing = %d %s; want not_found", rec.Code, rec.Body)
 	}
@@ -178,6 +188,24 @@ func TestRequestIDAndAccessLog(t *testing.T) {
 	}
 	if line["request_id"] != "my-id-123" || line["route"] != "GET /v1/things/{ns}/{id}" || line["status"] != float64(404) || line["method"] != "GET" {
 		t.Fatalf("access line = %v", line)
+	}
+}
+
+func TestInternalListener(t *testing.T) {
+	f := newGateway(t, gateway.Config{Internal: true})
+	if rec := f.do("GET", "", "/health", ""); rec.Code != 200 {
+		t.Fatalf("internal /health = %d; want 200 without a token", rec.Code)
+	}
+	for _, path := range []string{"/metrics", "/v1/things/app/a"} {
+		if rec := f.do("GET", "", path, ""); rec.Code != 401 || errCode(t, rec) != "unauthenticated" {
+			t.Fatalf("internal %s without token = %d; want 401", path, rec.Code)
+		}
+		if rec := f.do("GET", "", path, "", "Dotdo-Internal-Token", token); rec.Code == 401 {
+			t.Fatalf("internal %s with token = 401", path)
+		}
+	}
+	if !strings.Contains(f.logs.String(), `"status":401`) {
+		t.Fatal("refused internal calls are not in the access log")
 	}
 }
 
