@@ -56,7 +56,7 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 // run first in every transaction to serialise concurrent migrators (a
 // PostgreSQL advisory lock); rebind adapts placeholders.
 func Run(ctx context.Context, db *sql.DB, ms []Migration, lock string, rebind func(string) string) (applied int, err error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+	if err := createTable(ctx, db, lock); err != nil {
 		return 0, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	for _, m := range ms {
@@ -96,4 +96,23 @@ func apply(ctx context.Context, db *sql.DB, m Migration, lock string, rebind fun
 		return false, err
 	}
 	return true, tx.Commit()
+}
+
+// createTable creates the version table under the lock, so that replicas
+// starting together do not race on it.
+func createTable(ctx context.Context, db *sql.DB, lock string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if lock != "" {
+		if _, err := tx.ExecContext(ctx, lock); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+		return err
+	}
+	return tx.Commit()
 }

@@ -686,3 +686,29 @@ func TestValidation(t *testing.T) {
 		wantCode(t, "oversize data", err, apierr.TooLarge)
 	})
 }
+
+// TestSameTextOnBothBackends: data comes back byte for byte as the
+// canonical form the write returned, whatever the backend, and a path
+// segment of digits is an object key everywhere, never an array index.
+func TestSameTextOnBothBackends(t *testing.T) {
+	eachBinding(t, func(t *testing.T, e *env) {
+		th := e.mustPut(t, &dbv1.Write{Ns: "j", Id: "a", Type: "T", Data: data(`{"b":1,"aa":2,"n":1e2,"z":-0,"u":"é<>&","m":{"0":"zero"},"arr":["zero"]}`)})
+		want := `{"aa":2,"arr":["zero"],"b":1,"m":{"0":"zero"},"n":1e2,"u":"é<>&","z":-0}`
+		if string(th.Data) != want {
+			t.Fatalf("Put returned %s; want %s", th.Data, want)
+		}
+		got, _ := e.get(t, "j", "a")
+		if string(got.Data) != want {
+			t.Fatalf("Get returned %s; want %s", got.Data, want)
+		}
+		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Where: `{"m.0":"zero"}`}); len(ids) != 1 {
+			t.Errorf("m.0 as an object key matched %v; want [a]", ids)
+		}
+		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Where: `{"arr.0":"zero"}`}); len(ids) != 0 {
+			t.Errorf("arr.0 matched %v; want nothing: digits are keys, not indexes", ids)
+		}
+		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Where: `{"n":100}`}); len(ids) != 1 {
+			t.Errorf("1e2 = 100 matched %v; want [a]", ids)
+		}
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+
+	"github.com/dotdo/dotdo/internal/postgres"
 )
 
 // Backend names.
@@ -33,26 +35,25 @@ func (d *dialect) rebind(q string) string {
 	if d.name != Postgres {
 		return q
 	}
-	var sb strings.Builder
-	n := 0
-	for i := 0; i < len(q); i++ {
-		if q[i] == '?' {
-			n++
-			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(n))
-			continue
-		}
-		sb.WriteByte(q[i])
-	}
-	return sb.String()
+	return postgres.Rebind(q)
 }
 
-// path renders a validated data path as a SQL literal.
-func (d *dialect) path(p []string) string {
+// value is the JSON value at a validated data path (SQL NULL when
+// missing). On PostgreSQL it is a chain of -> with text keys, so a segment
+// of digits is an object key there too, as on SQLite, never an array index.
+func (d *dialect) value(p []string) string {
 	if d.name == Postgres {
-		return "'{" + strings.Join(p, ",") + "}'"
+		return "(t.data -> '" + strings.Join(p, "' -> '") + "')"
 	}
 	return `'$."` + strings.Join(p, `"."`) + `"'`
+}
+
+// text is the value at p as SQL text (PostgreSQL only).
+func (d *dialect) text(p []string) string {
+	if len(p) == 1 {
+		return "(t.data ->> '" + p[0] + "')"
+	}
+	return "(t.data -> '" + strings.Join(p[:len(p)-1], "' -> '") + "' ->> '" + p[len(p)-1] + "')"
 }
 
 // typeIs returns SQL true when the value at p has one of the JSON kinds
@@ -60,14 +61,14 @@ func (d *dialect) path(p []string) string {
 // missing.
 func (d *dialect) typeIs(p []string, kind string) string {
 	if d.name == Postgres {
-		t := "jsonb_typeof(t.data #> " + d.path(p) + ")"
+		t := "json_typeof" + d.value(p)
 		switch kind {
 		case "true", "false":
-			return "(t.data #> " + d.path(p) + ") = '" + kind + "'::jsonb"
+			return "(" + t + " = 'boolean' AND " + d.text(p) + " = '" + kind + "')"
 		}
 		return t + " = '" + kind + "'"
 	}
-	t := "json_type(t.data, " + d.path(p) + ")"
+	t := "json_type(t.data, " + d.value(p) + ")"
 	switch kind {
 	case "string":
 		return t + " = 'text'"
@@ -82,18 +83,18 @@ func (d *dialect) typeIs(p []string, kind string) string {
 // num is the value at p when it is a number, else NULL.
 func (d *dialect) num(p []string) string {
 	if d.name == Postgres {
-		return "(CASE WHEN " + d.typeIs(p, "number") + " THEN (t.data #>> " + d.path(p) + ")::float8 END)"
+		return "(CASE WHEN " + d.typeIs(p, "number") + " THEN " + d.text(p) + "::float8 END)"
 	}
-	return "(CASE WHEN " + d.typeIs(p, "number") + " THEN json_extract(t.data, " + d.path(p) + ") END)"
+	return "(CASE WHEN " + d.typeIs(p, "number") + " THEN json_extract(t.data, " + d.value(p) + ") END)"
 }
 
 // str is the value at p when it is a string, else NULL; it compares
 // byte-wise on both backends.
 func (d *dialect) str(p []string) string {
 	if d.name == Postgres {
-		return `(CASE WHEN ` + d.typeIs(p, "string") + ` THEN (t.data #>> ` + d.path(p) + `) END) COLLATE "C"`
+		return `(CASE WHEN ` + d.typeIs(p, "string") + ` THEN ` + d.text(p) + ` END) COLLATE "C"`
 	}
-	return "(CASE WHEN " + d.typeIs(p, "string") + " THEN json_extract(t.data, " + d.path(p) + ") END)"
+	return "(CASE WHEN " + d.typeIs(p, "string") + " THEN json_extract(t.data, " + d.value(p) + ") END)"
 }
 
 // orderKeys returns the rank, number and string sort keys of a data path.
@@ -127,10 +128,10 @@ func (d *dialect) eq(sb *strings.Builder, p []string, v value, args []any) []any
 func (d *dialect) arrayContains(sb *strings.Builder, p []string, v value, args []any) []any {
 	if d.name == Postgres {
 		elem, _ := json.Marshal([]any{v.json()})
-		sb.WriteString("COALESCE(" + d.typeIs(p, "array") + " AND (t.data #> " + d.path(p) + ") @> ?::jsonb, FALSE)")
+		sb.WriteString("COALESCE(" + d.typeIs(p, "array") + " AND " + d.value(p) + "::jsonb @> ?::jsonb, FALSE)")
 		return append(args, string(elem))
 	}
-	sb.WriteString("EXISTS (SELECT 1 FROM json_each(t.data, " + d.path(p) + ") je WHERE " + d.typeIs(p, "array") + " AND ")
+	sb.WriteString("EXISTS (SELECT 1 FROM json_each(t.data, " + d.value(p) + ") je WHERE " + d.typeIs(p, "array") + " AND ")
 	switch v.kind {
 	case kindString:
 		sb.WriteString("je.type = 'text' AND je.value = ?)")
@@ -205,9 +206,9 @@ func (d *dialect) condition(sb *strings.Builder, c condition, args []any) []any 
 		sb.WriteString(")")
 	case "exists":
 		if d.name == Postgres {
-			sb.WriteString("(t.data #> " + d.path(c.path) + ")")
+			sb.WriteString(d.value(c.path))
 		} else {
-			sb.WriteString("json_type(t.data, " + d.path(c.path) + ")")
+			sb.WriteString("json_type(t.data, " + d.value(c.path) + ")")
 		}
 		if c.exists {
 			sb.WriteString(" IS NOT NULL")

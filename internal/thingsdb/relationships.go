@@ -3,6 +3,7 @@ package thingsdb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -40,15 +41,25 @@ func (s *Service) PutRelationship(ctx context.Context, req *connect.Request[dbv1
 	}
 	now := s.now()
 	out := &dbv1.Relationship{Ns: r.Ns, From: r.From, Type: r.Type, To: r.To, Data: data}
+	created := false
 	err = s.tx(ctx, "put relationship", func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, s.d.rebind(`INSERT INTO relationships AS r (ns, from_id, type, to_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (ns, from_id, type, to_id) DO UPDATE SET data = excluded.data RETURNING created_at`),
-			r.Ns, r.From, r.Type, r.To, data, now).Scan(&out.CreatedAt)
+		// Insert, or else update: which one ran says whether it is new.
+		err := tx.QueryRowContext(ctx, s.d.rebind(`INSERT INTO relationships (ns, from_id, type, to_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (ns, from_id, type, to_id) DO NOTHING RETURNING created_at`), r.Ns, r.From, r.Type, r.To, data, now).Scan(&out.CreatedAt)
+		if err == nil {
+			created = true
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return tx.QueryRowContext(ctx, s.d.rebind(`UPDATE relationships SET data = ? WHERE ns = ? AND from_id = ? AND type = ? AND to_id = ? RETURNING created_at`),
+			data, r.Ns, r.From, r.Type, r.To).Scan(&out.CreatedAt)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&dbv1.PutRelationshipResponse{Relationship: out, Created: out.CreatedAt == now}), nil
+	return connect.NewResponse(&dbv1.PutRelationshipResponse{Relationship: out, Created: created}), nil
 }
 
 // DeleteRelationship removes one relationship.
@@ -89,8 +100,10 @@ func (s *Service) Related(ctx context.Context, req *connect.Request[dbv1.Related
 		}
 	}
 	self, other := "from_id", "to_id"
-	switch m.Direction {
+	dir := m.Direction
+	switch dir {
 	case "", "out":
+		dir = "out"
 	case "in":
 		self, other = "to_id", "from_id"
 	default:
@@ -100,7 +113,7 @@ func (s *Service) Related(ctx context.Context, req *connect.Request[dbv1.Related
 	if err != nil {
 		return nil, err
 	}
-	order := "related:" + m.Direction
+	order := "related:" + dir
 	var cur *cursor
 	if m.Cursor != "" {
 		c, err := decodeCursor(m.Cursor, order)
@@ -147,7 +160,7 @@ func (s *Service) Related(ctx context.Context, req *connect.Request[dbv1.Related
 		if err != nil {
 			return nil, s.internal(ctx, "related", err)
 		}
-		r.Data = s.compact(rdata)
+		r.Data = rdata
 		out.Items = append(out.Items, &dbv1.Related{Relationship: r, Thing: t})
 	}
 	if err := rows.Err(); err != nil {

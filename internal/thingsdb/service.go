@@ -6,7 +6,6 @@
 package thingsdb
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -111,23 +110,10 @@ func (s *Service) scanRow(row scanner, lead, extra []any) (*dbv1.Thing, error) {
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
-	t.Data = s.compact(data)
+	t.Data = data
 	t.Embedding = decodeEmbedding(emb)
 	t.ExpiresAt = exp.Int64
 	return t, nil
-}
-
-// compact returns data as compact JSON: PostgreSQL's jsonb prints with
-// spaces, and the wire form should not depend on the backend.
-func (s *Service) compact(data []byte) []byte {
-	if s.be.Name != Postgres {
-		return data
-	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, data) != nil {
-		return data
-	}
-	return buf.Bytes()
 }
 
 func encodeEmbedding(v []float32) []byte {
@@ -227,6 +213,10 @@ func (s *Service) Put(ctx context.Context, req *connect.Request[dbv1.PutRequest]
 	return connect.NewResponse(&dbv1.PutResponse{Thing: res.Thing, Created: res.Created}), nil
 }
 
+// maxTime is the last representable instant, 9999-12-31T23:59:59Z, in
+// Unix microseconds.
+const maxTime = 253402300799999999
+
 // prepared is a write's validated fields.
 type prepared struct {
 	typ     string
@@ -250,8 +240,8 @@ func (s *Service) prepareWrite(w *dbv1.Write, now int64) (prepared, error) {
 	if err := checkEmbedding(w.Embedding); err != nil {
 		return prepared{}, err
 	}
-	if w.ExpiresAt < 0 {
-		return prepared{}, apierr.New(apierr.Invalid, "expiresAt is invalid")
+	if w.ExpiresAt < 0 || w.ExpiresAt > maxTime {
+		return prepared{}, apierr.New(apierr.Invalid, "expiresAt must be between 1970 and 9999")
 	}
 	return prepared{typ: w.Type, data: data, content: w.Content, emb: encodeEmbedding(w.Embedding), expires: w.ExpiresAt}, nil
 }
@@ -432,8 +422,8 @@ func applyMergePatch(cur *dbv1.Thing, patch []byte) (*dbv1.Write, error) {
 	w := &dbv1.Write{Type: out.Type, Data: out.Data, Content: out.Content}
 	if out.ExpiresAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, out.ExpiresAt)
-		if err != nil {
-			return nil, apierr.New(apierr.Invalid, "patch: expiresAt %q is not an RFC 3339 time", clip(out.ExpiresAt))
+		if err != nil || t.Year() < 1970 || t.Year() > 9999 || t.UnixMicro() <= 0 {
+			return nil, apierr.New(apierr.Invalid, "patch: expiresAt %q is not an RFC 3339 time between 1970 and 9999", clip(out.ExpiresAt))
 		}
 		w.ExpiresAt = t.UnixMicro()
 	}

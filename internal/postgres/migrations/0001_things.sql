@@ -1,11 +1,13 @@
 -- Things and relationships. Times are Unix microseconds. Text keys use the
 -- "C" collation so that ordering and keyset pagination are byte-wise, as
--- on SQLite.
+-- on SQLite. data is json, not jsonb: the db service stores a canonical
+-- encoding and json keeps it byte for byte, so both backends return the
+-- same text (jsonb would reorder keys and respell numbers).
 CREATE TABLE things (
   ns         text COLLATE "C" NOT NULL,
   id         text COLLATE "C" NOT NULL,
   type       text COLLATE "C" NOT NULL,
-  data       jsonb NOT NULL,
+  data       json NOT NULL,
   content    text NOT NULL DEFAULT '',
   embedding  bytea,
   version    bigint NOT NULL,
@@ -25,7 +27,7 @@ CREATE TABLE relationships (
   from_id    text COLLATE "C" NOT NULL,
   type       text COLLATE "C" NOT NULL,
   to_id      text COLLATE "C" NOT NULL,
-  data       jsonb NOT NULL,
+  data       json NOT NULL,
   created_at bigint NOT NULL,
   PRIMARY KEY (ns, from_id, type, to_id)
 );
