@@ -13,8 +13,11 @@ import (
 	"time"
 )
 
-// errUsage means the usage text was already printed.
+// errUsage means the error and the usage text were already printed.
 var errUsage = errors.New("usage")
+
+// errHelp means --help was asked for and printed.
+var errHelp = errors.New("help")
 
 // config is everything `dotdo serve` and `dotdo migrate` read from flags
 // and DOTDO_* environment variables. Flags win over the environment.
@@ -47,7 +50,17 @@ type option struct {
 	value                string
 }
 
-// options parses args for command cmd into cfg. Every option is documented
+// optionValue makes an option a flag.Value; options whose default is
+// true or false are boolean flags (--insecure-no-auth alone means true).
+type optionValue option
+
+func (v *optionValue) String() string     { return v.value }
+func (v *optionValue) Set(s string) error { v.value = s; return nil }
+func (v *optionValue) IsBoolFlag() bool   { return (*option)(v).isBool() }
+
+func (o *option) isBool() bool { return o.def == "true" || o.def == "false" }
+
+// parseConfig parses args for command cmd into cfg. Every option is documented
 // in --help with its environment variable and default.
 func parseConfig(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	opts := []*option{
@@ -77,25 +90,28 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		} else if o.env == "DATABASE_URL" && getenv("DOTDO_DATABASE_URL") != "" {
 			o.value = getenv("DOTDO_DATABASE_URL")
 		}
-		def := o.def
-		if def == "" {
-			def = "none"
-		}
-		fs.StringVar(&o.value, o.flag, o.value, fmt.Sprintf("%s\n(env %s; default %s)", o.help, o.env, def))
+		fs.Var((*optionValue)(o), o.flag, o.help)
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: dotdo %s [flags]\n\nFlags (each also read from its environment variable; flags win):\n", cmd)
-		fs.PrintDefaults()
+		for _, o := range opts {
+			def := o.def
+			if def == "" {
+				def = "none"
+			}
+			arg := " value"
+			if o.isBool() {
+				arg = ""
+			}
+			fmt.Fprintf(stderr, "  --%s%s\n    \t%s\n    \t(env %s; default %s)\n", o.flag, arg, o.help, o.env, def)
+		}
 		fmt.Fprintf(stderr, "\nEnvironment only:\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, errUsage
+			return nil, errHelp
 		}
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q; see dotdo %s --help", fs.Arg(0), cmd)
+		return nil, errUsage // the flag package printed the error and the usage
 	}
 	get := func(name string) *option {
 		for _, o := range opts {

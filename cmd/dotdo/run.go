@@ -62,12 +62,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	switch args[0] {
 	case "serve":
 		cfg, err := parseConfig("serve", args[1:], getenv, stderr)
+		if errors.Is(err, errHelp) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		return serve(ctx, cfg, stderr)
 	case "migrate":
 		cfg, err := parseConfig("migrate", args[1:], getenv, stderr)
+		if errors.Is(err, errHelp) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -96,10 +102,11 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 			}
 		}
 	}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(reqid.LogHandler(h))
 }
 
 // database is an open backend with its closer.
