@@ -20,6 +20,9 @@ type Claims struct {
 	// SessionID is the session the token belongs to (sid).
 	SessionID string `json:"sid,omitempty"`
 	Email     string `json:"email,omitempty"`
+	// Grants are the user's grants when the token was issued; a change
+	// takes effect at the next refresh.
+	Grants map[string]grantJSON `json:"grants,omitempty"`
 }
 
 // SigningKey is one Ed25519 key of the keyring. Private is nil for keys

@@ -3,6 +3,8 @@ package auth
 import (
 	"slices"
 	"strings"
+
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 )
 
 // A permission is resource:action, such as things:read or keys:manage;
@@ -80,4 +82,31 @@ func Allowed(perms []string, want string) bool {
 		}
 	}
 	return false
+}
+
+// Can reports whether id may use permission on namespace ns. Grants on
+// "*" cover every tenant namespace; a system namespace ('_' prefix) needs a
+// grant on that namespace itself, or the "*" permission on "*" (an admin).
+// Service identities may do everything.
+func Can(id *authv1.Identity, ns, permission string, custom map[string][]string) bool {
+	if id == nil {
+		return false
+	}
+	if id.Kind == "service" {
+		return true
+	}
+	perms := func(g *authv1.Grants) []string {
+		return append(Expand(g.GetRoles(), custom), g.GetPermissions()...)
+	}
+	if g, ok := id.Grants[ns]; ok && Allowed(perms(g), permission) {
+		return true
+	}
+	g, ok := id.Grants["*"]
+	if !ok {
+		return false
+	}
+	if strings.HasPrefix(ns, "_") {
+		return Allowed(perms(g), "*")
+	}
+	return Allowed(perms(g), permission)
 }
