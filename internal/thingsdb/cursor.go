@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 )
 
@@ -42,8 +43,12 @@ func decodeCursor(s string, order string) (cursor, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil || dec.More() {
+	if err := dec.Decode(&c); err != nil {
 		return c, errBadCursor
+	}
+	// dec.More is false before a stray '}' or ']', so look for the end.
+	if _, err := dec.Token(); err != io.EOF {
+		return cursor{}, errBadCursor
 	}
 	if c.Order != order {
 		return c, errors.New("cursor was made for another order; start again without a cursor")

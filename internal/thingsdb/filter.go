@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -166,8 +165,8 @@ func scalar(field, op string, arg any) (value, error) {
 		}
 		return value{kind: kindString, str: x}, nil
 	case json.Number:
-		f, err := strconv.ParseFloat(string(x), 64)
-		if err != nil {
+		f, ok := parseNumber(string(x))
+		if !ok {
 			return value{}, fmt.Errorf("field %q: number %s is out of range", field, clip(string(x)))
 		}
 		return value{kind: kindNumber, num: f}, nil

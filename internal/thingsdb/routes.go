@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -139,7 +140,7 @@ type thingBody struct {
 	Type      string          `json:"type"`
 	Data      json.RawMessage `json:"data"`
 	Content   string          `json:"content"`
-	Embedding []float32       `json:"embedding"`
+	Embedding embedding       `json:"embedding"`
 	ExpiresAt *string         `json:"expiresAt"`
 
 	Ns        string          `json:"ns"`
@@ -149,6 +150,30 @@ type thingBody struct {
 	UpdatedAt json.RawMessage `json:"updatedAt"`
 }
 
+// embedding is a JSON array of numbers. Unlike []float32 it refuses null
+// elements, which encoding/json would silently read as 0.
+type embedding []float32
+
+func (e *embedding) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*e = nil
+		return nil
+	}
+	var raw []*float32
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("embedding must be an array of numbers")
+	}
+	out := make([]float32, len(raw))
+	for i, f := range raw {
+		if f == nil {
+			return fmt.Errorf("embedding[%d] is null; want a number", i)
+		}
+		out[i] = *f
+	}
+	*e = out
+	return nil
+}
+
 func parseTime(field, s string) (int64, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -156,6 +181,10 @@ func parseTime(field, s string) (int64, error) {
 	}
 	if t.UnixMicro() <= 0 {
 		return 0, apierr.New(apierr.Invalid, "%s must be after 1970", field)
+	}
+	// A time past 9999 in UTC cannot be written back as RFC 3339.
+	if t.UTC().Year() > 9999 {
+		return 0, apierr.New(apierr.Invalid, "%s must be before the year 10000 in UTC", field)
 	}
 	return t.UnixMicro(), nil
 }
@@ -170,7 +199,7 @@ func (b *thingBody) write(ns, id string) (*dbv1.Write, error) {
 	if string(b.Data) == "null" {
 		b.Data = nil
 	}
-	w := &dbv1.Write{Ns: ns, Id: id, Type: b.Type, Data: b.Data, Content: b.Content, Embedding: b.Embedding}
+	w := &dbv1.Write{Ns: ns, Id: id, Type: b.Type, Data: b.Data, Content: b.Content, Embedding: []float32(b.Embedding)}
 	if b.ExpiresAt != nil {
 		t, err := parseTime("expiresAt", *b.ExpiresAt)
 		if err != nil {
@@ -398,6 +427,9 @@ func (o *batchOp) toOp(ns string) (*dbv1.Op, error) {
 	if o.ID == "" && o.Op != "create" {
 		return nil, apierr.New(apierr.Invalid, "id is required")
 	}
+	if err := o.checkFields(); err != nil {
+		return nil, err
+	}
 	switch o.Op {
 	case "delete":
 		return &dbv1.Op{Op: &dbv1.Op_Delete{Delete: &dbv1.DeleteRequest{Ns: ns, Id: o.ID, IfVersion: ifVersion}}}, nil
@@ -427,6 +459,47 @@ func (o *batchOp) toOp(ns string) (*dbv1.Op, error) {
 		return nil, apierr.New(apierr.Invalid, "op is required: use %s", batchOps)
 	}
 	return nil, apierr.New(apierr.Invalid, "unknown op %q: use %s", clip(o.Op), batchOps)
+}
+
+// checkFields refuses fields the op would ignore, such as data on a
+// delete or type beside a patch, so that a mistaken batch fails instead of
+// half-applying what the client meant.
+func (o *batchOp) checkFields() error {
+	var set []string
+	if o.Type != "" {
+		set = append(set, "type")
+	}
+	if len(o.Data) > 0 && string(o.Data) != "null" {
+		set = append(set, "data")
+	}
+	if o.Content != "" {
+		set = append(set, "content")
+	}
+	if o.Embedding != nil {
+		set = append(set, "embedding")
+	}
+	if o.ExpiresAt != nil {
+		set = append(set, "expiresAt")
+	}
+	switch o.Op {
+	case "delete":
+		if len(o.Patch) > 0 {
+			set = append(set, "patch")
+		}
+	case "patch":
+		// type, data, content and expiresAt go inside the patch.
+	case "create", "update", "upsert":
+		if len(o.Patch) > 0 {
+			return apierr.New(apierr.Invalid, "%s op takes no patch field; use op patch", o.Op)
+		}
+		return nil
+	default:
+		return nil // toOp explains
+	}
+	if len(set) > 0 {
+		return apierr.New(apierr.Invalid, "%s op takes no %s field", o.Op, strings.Join(set, ", "))
+	}
+	return nil
 }
 
 func (h *rest) batch(w http.ResponseWriter, r *http.Request) {

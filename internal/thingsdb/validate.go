@@ -189,8 +189,7 @@ func checkValue(v any, depth int) error {
 			return errors.New(`strings may not contain the NUL character (\u0000)`)
 		}
 	case json.Number:
-		f, err := strconv.ParseFloat(string(x), 64)
-		if err != nil || math.IsInf(f, 0) {
+		if _, ok := parseNumber(string(x)); !ok {
 			return errors.New("number " + clip(string(x)) + " is out of range")
 		}
 	case []any:
@@ -210,6 +209,24 @@ func checkValue(v any, depth int) error {
 		}
 	}
 	return nil
+}
+
+// parseNumber parses a JSON number and reports whether it is within
+// float64's range. A number too small to be told from zero, such as 1e-400,
+// is out of range too: PostgreSQL refuses to read it as a float8, so a
+// filter or an order on its field would fail there.
+func parseNumber(s string) (float64, bool) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, false
+	}
+	if f == 0 {
+		mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
+		if strings.ContainsAny(mantissa, "123456789") {
+			return 0, false
+		}
+	}
+	return f, true
 }
 
 func checkContent(s string) error {
