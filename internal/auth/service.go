@@ -428,3 +428,22 @@ func validEmail(e string) (string, error) {
 	}
 	return strings.ToLower(e), nil
 }
+
+// ListAudit returns audit events, newest first.
+func (s *Service) ListAudit(ctx context.Context, limit int32, cursor string) ([]json.RawMessage, string, error) {
+	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: "AuditEvent", Order: "-createdAt", Limit: limit, Cursor: cursor}))
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]json.RawMessage, 0, len(res.Msg.Items))
+	for _, t := range res.Msg.Items {
+		var ev map[string]any
+		if json.Unmarshal(t.Data, &ev) != nil {
+			continue
+		}
+		ev["id"] = t.Id
+		ev["at"] = time.UnixMicro(t.CreatedAt).UTC().Format(time.RFC3339Nano)
+		out = append(out, mustJSON(ev))
+	}
+	return out, res.Msg.NextCursor, nil
+}

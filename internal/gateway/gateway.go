@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dotdo/dotdo/internal/apierr"
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
+	"github.com/dotdo/dotdo/internal/identity"
 	"github.com/dotdo/dotdo/internal/metrics"
 	"github.com/dotdo/dotdo/internal/reqid"
 	"github.com/dotdo/dotdo/internal/rpc"
@@ -37,6 +39,14 @@ type Upstream struct {
 	RPC     http.Handler
 	// Health reports whether the service is healthy.
 	Health func(context.Context) error
+	// Open lists the route patterns (as registered by Routes) that answer
+	// without credentials: login, token refresh, JWKS, signed webhooks.
+	Open []string
+}
+
+// Authenticator turns a bearer credential into an identity.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (*authv1.Identity, error)
 }
 
 // Config is the gateway's configuration.
@@ -59,6 +69,13 @@ type Config struct {
 	// Internal makes every path except /health require InternalToken: the
 	// listener of a split-mode service process.
 	Internal bool
+	// Auth, when set, authenticates every request: routes not listed as
+	// open by their upstream answer 401 without a valid credential.
+	Auth Authenticator
+	// RateLimit, when set, is asked about every authenticated or anonymous
+	// request after authentication; it writes the rate-limit headers, and
+	// the 429 when it returns false.
+	RateLimit func(w http.ResponseWriter, r *http.Request, route string, id *authv1.Identity) bool
 }
 
 // Gateway is the gateway service; it is an http.Handler.
@@ -69,11 +86,12 @@ type Gateway struct {
 	mux       *http.ServeMux
 	upstreams map[string]*Upstream
 	hosts     map[string]string
+	open      map[string]bool
 }
 
 // New returns a gateway over the given upstreams.
 func New(cfg Config, logger *slog.Logger, m *metrics.Registry, ups []Upstream) *Gateway {
-	g := &Gateway{cfg: cfg, log: logger, metrics: m, mux: http.NewServeMux(), upstreams: map[string]*Upstream{}, hosts: map[string]string{}}
+	g := &Gateway{cfg: cfg, log: logger, metrics: m, mux: http.NewServeMux(), upstreams: map[string]*Upstream{}, hosts: map[string]string{}, open: map[string]bool{"GET /health": true}}
 	g.mux.HandleFunc("GET /health", g.health)
 	g.mux.Handle("GET /metrics", m.Handler())
 	for i := range ups {
@@ -87,6 +105,9 @@ func New(cfg Config, logger *slog.Logger, m *metrics.Registry, ups []Upstream) *
 		}
 		if cfg.Domain != "" {
 			g.hosts[u.Name+"."+cfg.Domain] = u.Name
+		}
+		for _, p := range u.Open {
+			g.open[p] = true
 		}
 	}
 	for h, svc := range cfg.Hosts {
@@ -140,6 +161,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(reqid.With(r.Context(), id))
 	sw := writerPool.Get().(*statusWriter)
 	*sw = statusWriter{ResponseWriter: w}
+	served := r // the request as the route saw it, with its pattern
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -150,7 +172,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				apierr.WriteHTTP(sw, id, apierr.New(apierr.Internal, "internal error"))
 			}
 		}
-		route := r.Pattern
+		route := served.Pattern
 		if route == "" {
 			route = "unmatched"
 		}
@@ -160,7 +182,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.accessLog(r.Context(), end, id, r, route, sw.status, sw.bytes, d)
 		writerPool.Put(sw)
 	}()
-	g.serve(sw, r)
+	served = g.serve(sw, r)
 }
 
 // accessLog writes the access line of a request. It builds the record
@@ -186,21 +208,22 @@ func (g *Gateway) accessLog(ctx context.Context, end time.Time, id string, r *ht
 	h.Handle(ctx, rec)
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
+// serve routes one request and returns the request the route was given.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.TooLarge, "request body is larger than %d bytes", g.cfg.MaxBodyBytes))
-		return
+		return r
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 	}
 	if (g.cfg.Internal && r.URL.Path != "/health" || g.isRPC(r.URL.Path)) && !rpc.CheckToken(r, g.cfg.InternalToken) {
 		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "internal endpoint: a valid service credential is required"))
-		return
+		return r
 	}
 	if len(g.hosts) > 0 && !g.hostAllows(r) {
 		g.notFound(w, r)
-		return
+		return r
 	}
 	h, pattern := g.mux.Handler(r)
 	if pattern == "" {
@@ -213,12 +236,45 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		if rec.status == http.StatusMethodNotAllowed {
 			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
-			return
+			return r
 		}
 		g.notFound(w, r)
-		return
+		return r
+	}
+	if g.cfg.Auth != nil && !g.isRPC(r.URL.Path) {
+		var id *authv1.Identity
+		if token, ok := bearer(r); ok {
+			var err error
+			if id, err = g.cfg.Auth.Authenticate(r.Context(), token); err != nil {
+				r.Pattern = pattern
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				apierr.WriteHTTP(w, reqid.From(r.Context()), err)
+				return r
+			}
+			r = r.WithContext(identity.With(r.Context(), id))
+		} else if !g.open[pattern] {
+			r.Pattern = pattern
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "authentication required: send Authorization: Bearer <API key or access token>"))
+			return r
+		}
+		if g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, pattern, id) {
+			r.Pattern = pattern
+			return r
+		}
 	}
 	g.mux.ServeHTTP(w, r)
+	return r
+}
+
+// bearer returns the token of an Authorization: Bearer header.
+func bearer(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+		return "", false
+	}
+	t := strings.TrimSpace(v[7:])
+	return t, t != ""
 }
 
 // isRPC reports whether path is a Connect path of some upstream.
