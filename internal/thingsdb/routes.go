@@ -33,11 +33,12 @@ type API interface {
 
 // RouteOptions configure the REST routes.
 type RouteOptions struct {
-	// SystemAccess reports whether the caller may use system namespaces
-	// (those starting with '_'). Nil means nobody may through REST: until
-	// the auth service establishes admin identities, only services reach
-	// them, through the RPC binding.
-	SystemAccess func(*http.Request) bool
+	// Authorize decides whether the request's caller may use permission
+	// on namespace ns, returning the error to answer (401/403) if not. Nil
+	// allows tenant namespaces and refuses system ones ('_' prefix): that
+	// is for tests of this package; the gateway passes the auth service's
+	// decision.
+	Authorize func(r *http.Request, ns, permission string) error
 }
 
 // Prefixes are the public path prefixes the db service answers; the
@@ -47,17 +48,49 @@ var Prefixes = []string{"/v1/things", "/v1/relationships", "/v1/search"}
 // Routes registers the db service's REST routes on mux.
 func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
 	h := &rest{api: api, opts: opts}
-	mux.HandleFunc("GET /v1/things/{ns}", h.list)
-	mux.HandleFunc("POST /v1/things/{ns}", h.create)
-	mux.HandleFunc("GET /v1/things/{ns}/{id}", h.get)
-	mux.HandleFunc("PUT /v1/things/{ns}/{id}", h.put)
-	mux.HandleFunc("PATCH /v1/things/{ns}/{id}", h.patch)
-	mux.HandleFunc("DELETE /v1/things/{ns}/{id}", h.delete)
-	mux.HandleFunc("POST /v1/things/{ns}/batch", h.batch)
-	mux.HandleFunc("GET /v1/things/{ns}/{id}/related", h.related)
-	mux.HandleFunc("PUT /v1/relationships/{ns}", h.putRelationship)
-	mux.HandleFunc("DELETE /v1/relationships/{ns}", h.deleteRelationship)
-	mux.HandleFunc("POST /v1/search", h.search)
+	// Each route names the permission it needs on its {ns}.
+	read, write := h.need("things:read"), h.need("things:write")
+	mux.HandleFunc("GET /v1/things/{ns}", read(h.list))
+	mux.HandleFunc("POST /v1/things/{ns}", write(h.create))
+	mux.HandleFunc("GET /v1/things/{ns}/{id}", read(h.get))
+	mux.HandleFunc("PUT /v1/things/{ns}/{id}", write(h.put))
+	mux.HandleFunc("PATCH /v1/things/{ns}/{id}", write(h.patch))
+	mux.HandleFunc("DELETE /v1/things/{ns}/{id}", write(h.delete))
+	mux.HandleFunc("POST /v1/things/{ns}/batch", write(h.batch))
+	mux.HandleFunc("GET /v1/things/{ns}/{id}/related", read(h.related))
+	mux.HandleFunc("PUT /v1/relationships/{ns}", write(h.putRelationship))
+	mux.HandleFunc("DELETE /v1/relationships/{ns}", write(h.deleteRelationship))
+	mux.HandleFunc("POST /v1/search", h.need("search:read")(h.search))
+}
+
+// need returns a wrapper that checks the caller may use permission on the
+// route's {ns} before the handler runs.
+func (h *rest) need(permission string) func(http.HandlerFunc) http.HandlerFunc {
+	return func(next http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if ns := r.PathValue("ns"); ns != "" {
+				if err := checkNamespace(ns); err != nil {
+					h.fail(w, r, err)
+					return
+				}
+				if err := h.authorize(r, ns, permission); err != nil {
+					h.fail(w, r, err)
+					return
+				}
+			}
+			next(w, r)
+		}
+	}
+}
+
+func (h *rest) authorize(r *http.Request, ns, permission string) error {
+	if h.opts.Authorize != nil {
+		return h.opts.Authorize(r, ns, permission)
+	}
+	if IsSystemNamespace(ns) {
+		return apierr.New(apierr.Forbidden, "namespace %s is a system namespace", ns)
+	}
+	return nil
 }
 
 type rest struct {
@@ -69,16 +102,9 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
-// namespace returns the {ns} path value after checking the caller may use it.
+// namespace returns the {ns} path value; need has checked it.
 func (h *rest) namespace(r *http.Request) (string, error) {
-	ns := r.PathValue("ns")
-	if err := checkNamespace(ns); err != nil {
-		return "", err
-	}
-	if IsSystemNamespace(ns) && (h.opts.SystemAccess == nil || !h.opts.SystemAccess(r)) {
-		return "", apierr.New(apierr.Forbidden, "namespace %s is a system namespace", ns)
-	}
-	return ns, nil
+	return r.PathValue("ns"), nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, b []byte) {
