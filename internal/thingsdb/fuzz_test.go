@@ -26,7 +26,10 @@ import (
 // bytes and the database. Seeds live in testdata/fuzz/<FuzzName>/ and in
 // the f.Add calls; run one for a minute with
 //
-//	go test -run='^$' -fuzz=FuzzParseWhere -fuzztime=60s ./internal/thingsdb/
+//	go test -run='^$' -fuzz=FuzzParseWhere -fuzztime=60s -fuzzminimizetime=5s ./internal/thingsdb/
+//
+// (With the default minimize time of 60s, minimizing a large new input can
+// stall both workers for most of a one-minute run.)
 
 // FuzzParseWhere checks that any where document either fails to parse or
 // compiles, on both dialects, to SQL built only from dotdo's own fragments:
