@@ -113,6 +113,11 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		}
 		return nil, errUsage // the flag package printed the error and the usage
 	}
+	if fs.NArg() > 0 {
+		// Also catches "--insecure-no-auth false", which a boolean flag
+		// would otherwise read as true followed by an ignored "false".
+		return nil, fmt.Errorf("unexpected argument %q; boolean flags take --flag=false; see dotdo %s --help", fs.Arg(0), cmd)
+	}
 	get := func(name string) *option {
 		for _, o := range opts {
 			if o.flag == name {
