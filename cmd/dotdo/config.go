@@ -39,6 +39,16 @@ type config struct {
 	LogLevel        string
 	DBMaxConns      int
 	InsecureNoAuth  bool
+
+	AuthURL         string
+	PublicURL       string
+	Signup          string
+	Roles           map[string][]string
+	SecretKey       string
+	RateLimit       string
+	RateLimitAnon   string
+	RateLimitRoutes string
+	RedisURL        string
 }
 
 // allServices are the services this build has, in start order.

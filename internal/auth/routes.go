@@ -36,6 +36,7 @@ type API interface {
 	UpdateUser(context.Context, *connect.Request[authv1.UpdateUserRequest]) (*connect.Response[authv1.UserResponse], error)
 	DeleteUser(context.Context, *connect.Request[authv1.DeleteUserRequest]) (*connect.Response[authv1.DeleteUserResponse], error)
 	JWKS(context.Context, *connect.Request[authv1.JWKSRequest]) (*connect.Response[authv1.JWKSResponse], error)
+	ListAudit(context.Context, *connect.Request[authv1.ListAuditRequest]) (*connect.Response[authv1.ListAuditResponse], error)
 }
 
 // Prefixes are the public path prefixes of the auth service.
@@ -69,8 +70,8 @@ type RouteOptions struct {
 // Routes registers the auth service's REST routes. Admin routes need a
 // permission on the _auth namespace: users:manage, keys:manage or
 // audit:read (admins have all).
-func Routes(mux *http.ServeMux, api API, audit AuditLister, opts RouteOptions) {
-	h := &rest{api: api, audit: audit, opts: opts}
+func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
+	h := &rest{api: api, opts: opts}
 	mux.HandleFunc("POST /v1/auth/login", h.login)
 	mux.HandleFunc("POST /v1/auth/refresh", h.refresh)
 	mux.HandleFunc("POST /v1/auth/logout", h.logout)
@@ -91,15 +92,9 @@ func Routes(mux *http.ServeMux, api API, audit AuditLister, opts RouteOptions) {
 	mux.HandleFunc("GET /v1/auth/audit", h.need("audit:read", h.listAudit))
 }
 
-// AuditLister lists audit events; *Service is one.
-type AuditLister interface {
-	ListAudit(ctx context.Context, limit int32, cursor string) ([]json.RawMessage, string, error)
-}
-
 type rest struct {
-	api   API
-	audit AuditLister
-	opts  RouteOptions
+	api  API
+	opts RouteOptions
 }
 
 func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -522,14 +517,18 @@ func (h *rest) revokeKey(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) listAudit(w http.ResponseWriter, r *http.Request) {
 	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-	items, next, err := h.audit.ListAudit(r.Context(), int32(limit), r.URL.Query().Get("cursor"))
+	res, err := h.api.ListAudit(r.Context(), connect.NewRequest(&authv1.ListAuditRequest{Limit: int32(limit), Cursor: r.URL.Query().Get("cursor")}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	items := make([]json.RawMessage, len(res.Msg.Events))
+	for i, e := range res.Msg.Events {
+		items[i] = e
+	}
 	out := map[string]any{"items": items}
-	if next != "" {
-		out["nextCursor"] = next
+	if res.Msg.NextCursor != "" {
+		out["nextCursor"] = res.Msg.NextCursor
 	}
 	h.ok(w, http.StatusOK, out)
 }

@@ -430,12 +430,12 @@ func validEmail(e string) (string, error) {
 }
 
 // ListAudit returns audit events, newest first.
-func (s *Service) ListAudit(ctx context.Context, limit int32, cursor string) ([]json.RawMessage, string, error) {
-	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: "AuditEvent", Order: "-createdAt", Limit: limit, Cursor: cursor}))
+func (s *Service) ListAudit(ctx context.Context, req *connect.Request[authv1.ListAuditRequest]) (*connect.Response[authv1.ListAuditResponse], error) {
+	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: "AuditEvent", Order: "-createdAt", Limit: req.Msg.Limit, Cursor: req.Msg.Cursor}))
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	out := make([]json.RawMessage, 0, len(res.Msg.Items))
+	out := &authv1.ListAuditResponse{NextCursor: res.Msg.NextCursor, Events: [][]byte{}}
 	for _, t := range res.Msg.Items {
 		var ev map[string]any
 		if json.Unmarshal(t.Data, &ev) != nil {
@@ -443,7 +443,7 @@ func (s *Service) ListAudit(ctx context.Context, limit int32, cursor string) ([]
 		}
 		ev["id"] = t.Id
 		ev["at"] = time.UnixMicro(t.CreatedAt).UTC().Format(time.RFC3339Nano)
-		out = append(out, mustJSON(ev))
+		out.Events = append(out.Events, mustJSON(ev))
 	}
-	return out, res.Msg.NextCursor, nil
+	return connect.NewResponse(out), nil
 }

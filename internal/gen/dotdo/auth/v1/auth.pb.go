@@ -2082,6 +2082,111 @@ func (x *JWKSResponse) GetJwks() []byte {
 	return nil
 }
 
+type ListAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor        string                 `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListAuditRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// events are JSON objects: action, actor, target, outcome, ip, id, at.
+	Events        [][]byte `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	NextCursor    string   `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListAuditResponse) GetEvents() [][]byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
 type HealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2090,7 +2195,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[36]
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2207,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[36]
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2220,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{36}
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{38}
 }
 
 type HealthResponse struct {
@@ -2127,7 +2232,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2244,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2257,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -2343,10 +2448,17 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x12DeleteUserResponse\"\r\n" +
 	"\vJWKSRequest\"\"\n" +
 	"\fJWKSResponse\x12\x12\n" +
-	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"\x0f\n" +
+	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"@\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"L\n" +
+	"\x11ListAuditResponse\x12\x16\n" +
+	"\x06events\x18\x01 \x03(\fR\x06events\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"\x0f\n" +
 	"\rHealthRequest\"(\n" +
 	"\x0eHealthResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06status2\xe5\v\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status2\xba\f\n" +
 	"\vAuthService\x12Z\n" +
 	"\rValidateToken\x12#.dotdo.auth.v1.ValidateTokenRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\"\x03\x90\x02\x01\x12W\n" +
 	"\x0eValidateAPIKey\x12$.dotdo.auth.v1.ValidateAPIKeyRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\x12C\n" +
@@ -2367,7 +2479,8 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"UpdateUser\x12 .dotdo.auth.v1.UpdateUserRequest\x1a\x1b.dotdo.auth.v1.UserResponse\x12Q\n" +
 	"\n" +
 	"DeleteUser\x12 .dotdo.auth.v1.DeleteUserRequest\x1a!.dotdo.auth.v1.DeleteUserResponse\x12D\n" +
-	"\x04JWKS\x12\x1a.dotdo.auth.v1.JWKSRequest\x1a\x1b.dotdo.auth.v1.JWKSResponse\"\x03\x90\x02\x01\x12J\n" +
+	"\x04JWKS\x12\x1a.dotdo.auth.v1.JWKSRequest\x1a\x1b.dotdo.auth.v1.JWKSResponse\"\x03\x90\x02\x01\x12S\n" +
+	"\tListAudit\x12\x1f.dotdo.auth.v1.ListAuditRequest\x1a .dotdo.auth.v1.ListAuditResponse\"\x03\x90\x02\x01\x12J\n" +
 	"\x06Health\x12\x1c.dotdo.auth.v1.HealthRequest\x1a\x1d.dotdo.auth.v1.HealthResponse\"\x03\x90\x02\x01B:Z8github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1;authv1b\x06proto3"
 
 var (
@@ -2382,7 +2495,7 @@ func file_dotdo_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_dotdo_auth_v1_auth_proto_rawDescData
 }
 
-var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*Grants)(nil),                  // 0: dotdo.auth.v1.Grants
 	(*Identity)(nil),                // 1: dotdo.auth.v1.Identity
@@ -2420,31 +2533,33 @@ var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*DeleteUserResponse)(nil),      // 33: dotdo.auth.v1.DeleteUserResponse
 	(*JWKSRequest)(nil),             // 34: dotdo.auth.v1.JWKSRequest
 	(*JWKSResponse)(nil),            // 35: dotdo.auth.v1.JWKSResponse
-	(*HealthRequest)(nil),           // 36: dotdo.auth.v1.HealthRequest
-	(*HealthResponse)(nil),          // 37: dotdo.auth.v1.HealthResponse
-	nil,                             // 38: dotdo.auth.v1.Identity.GrantsEntry
-	nil,                             // 39: dotdo.auth.v1.User.GrantsEntry
-	nil,                             // 40: dotdo.auth.v1.APIKey.GrantsEntry
-	nil,                             // 41: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
-	nil,                             // 42: dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	nil,                             // 43: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	(*ListAuditRequest)(nil),        // 36: dotdo.auth.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 37: dotdo.auth.v1.ListAuditResponse
+	(*HealthRequest)(nil),           // 38: dotdo.auth.v1.HealthRequest
+	(*HealthResponse)(nil),          // 39: dotdo.auth.v1.HealthResponse
+	nil,                             // 40: dotdo.auth.v1.Identity.GrantsEntry
+	nil,                             // 41: dotdo.auth.v1.User.GrantsEntry
+	nil,                             // 42: dotdo.auth.v1.APIKey.GrantsEntry
+	nil,                             // 43: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	nil,                             // 44: dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	nil,                             // 45: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
 }
 var file_dotdo_auth_v1_auth_proto_depIdxs = []int32{
-	38, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
-	39, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
-	40, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
+	40, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
+	41, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
+	42, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
 	1,  // 3: dotdo.auth.v1.IdentityResponse.identity:type_name -> dotdo.auth.v1.Identity
 	5,  // 4: dotdo.auth.v1.TokensResponse.tokens:type_name -> dotdo.auth.v1.Tokens
 	4,  // 5: dotdo.auth.v1.ListSessionsResponse.sessions:type_name -> dotdo.auth.v1.Session
-	41, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	43, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
 	3,  // 7: dotdo.auth.v1.CreateAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	3,  // 8: dotdo.auth.v1.ListAPIKeysResponse.keys:type_name -> dotdo.auth.v1.APIKey
 	3,  // 9: dotdo.auth.v1.RevokeAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	1,  // 10: dotdo.auth.v1.CheckPermissionRequest.identity:type_name -> dotdo.auth.v1.Identity
 	2,  // 11: dotdo.auth.v1.UserResponse.user:type_name -> dotdo.auth.v1.User
 	2,  // 12: dotdo.auth.v1.ListUsersResponse.users:type_name -> dotdo.auth.v1.User
-	42, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	43, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	44, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	45, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
 	0,  // 15: dotdo.auth.v1.Identity.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
 	0,  // 16: dotdo.auth.v1.User.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
 	0,  // 17: dotdo.auth.v1.APIKey.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
@@ -2468,27 +2583,29 @@ var file_dotdo_auth_v1_auth_proto_depIdxs = []int32{
 	31, // 35: dotdo.auth.v1.AuthService.UpdateUser:input_type -> dotdo.auth.v1.UpdateUserRequest
 	32, // 36: dotdo.auth.v1.AuthService.DeleteUser:input_type -> dotdo.auth.v1.DeleteUserRequest
 	34, // 37: dotdo.auth.v1.AuthService.JWKS:input_type -> dotdo.auth.v1.JWKSRequest
-	36, // 38: dotdo.auth.v1.AuthService.Health:input_type -> dotdo.auth.v1.HealthRequest
-	8,  // 39: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
-	8,  // 40: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
-	11, // 41: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
-	11, // 42: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
-	13, // 43: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
-	15, // 44: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
-	17, // 45: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
-	19, // 46: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
-	21, // 47: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
-	23, // 48: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
-	25, // 49: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
-	27, // 50: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
-	29, // 51: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
-	27, // 52: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
-	27, // 53: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
-	33, // 54: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
-	35, // 55: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
-	37, // 56: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
-	39, // [39:57] is the sub-list for method output_type
-	21, // [21:39] is the sub-list for method input_type
+	36, // 38: dotdo.auth.v1.AuthService.ListAudit:input_type -> dotdo.auth.v1.ListAuditRequest
+	38, // 39: dotdo.auth.v1.AuthService.Health:input_type -> dotdo.auth.v1.HealthRequest
+	8,  // 40: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
+	8,  // 41: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
+	11, // 42: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
+	11, // 43: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
+	13, // 44: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
+	15, // 45: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
+	17, // 46: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
+	19, // 47: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
+	21, // 48: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
+	23, // 49: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
+	25, // 50: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
+	27, // 51: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
+	29, // 52: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
+	27, // 53: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
+	27, // 54: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
+	33, // 55: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
+	35, // 56: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
+	37, // 57: dotdo.auth.v1.AuthService.ListAudit:output_type -> dotdo.auth.v1.ListAuditResponse
+	39, // 58: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
+	40, // [40:59] is the sub-list for method output_type
+	21, // [21:40] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -2506,7 +2623,7 @@ func file_dotdo_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_auth_v1_auth_proto_rawDesc), len(file_dotdo_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

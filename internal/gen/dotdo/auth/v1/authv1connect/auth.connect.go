@@ -76,6 +76,8 @@ const (
 	AuthServiceDeleteUserProcedure = "/dotdo.auth.v1.AuthService/DeleteUser"
 	// AuthServiceJWKSProcedure is the fully-qualified name of the AuthService's JWKS RPC.
 	AuthServiceJWKSProcedure = "/dotdo.auth.v1.AuthService/JWKS"
+	// AuthServiceListAuditProcedure is the fully-qualified name of the AuthService's ListAudit RPC.
+	AuthServiceListAuditProcedure = "/dotdo.auth.v1.AuthService/ListAudit"
 	// AuthServiceHealthProcedure is the fully-qualified name of the AuthService's Health RPC.
 	AuthServiceHealthProcedure = "/dotdo.auth.v1.AuthService/Health"
 )
@@ -99,6 +101,7 @@ type AuthServiceClient interface {
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UserResponse], error)
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 }
 
@@ -222,6 +225,13 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listAudit: connect.NewClient[v1.ListAuditRequest, v1.ListAuditResponse](
+			httpClient,
+			baseURL+AuthServiceListAuditProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ListAudit")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		health: connect.NewClient[v1.HealthRequest, v1.HealthResponse](
 			httpClient,
 			baseURL+AuthServiceHealthProcedure,
@@ -251,6 +261,7 @@ type authServiceClient struct {
 	updateUser      *connect.Client[v1.UpdateUserRequest, v1.UserResponse]
 	deleteUser      *connect.Client[v1.DeleteUserRequest, v1.DeleteUserResponse]
 	jWKS            *connect.Client[v1.JWKSRequest, v1.JWKSResponse]
+	listAudit       *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
 	health          *connect.Client[v1.HealthRequest, v1.HealthResponse]
 }
 
@@ -339,6 +350,11 @@ func (c *authServiceClient) JWKS(ctx context.Context, req *connect.Request[v1.JW
 	return c.jWKS.CallUnary(ctx, req)
 }
 
+// ListAudit calls dotdo.auth.v1.AuthService.ListAudit.
+func (c *authServiceClient) ListAudit(ctx context.Context, req *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return c.listAudit.CallUnary(ctx, req)
+}
+
 // Health calls dotdo.auth.v1.AuthService.Health.
 func (c *authServiceClient) Health(ctx context.Context, req *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
 	return c.health.CallUnary(ctx, req)
@@ -363,6 +379,7 @@ type AuthServiceHandler interface {
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UserResponse], error)
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 }
 
@@ -482,6 +499,13 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceListAuditHandler := connect.NewUnaryHandler(
+		AuthServiceListAuditProcedure,
+		svc.ListAudit,
+		connect.WithSchema(authServiceMethods.ByName("ListAudit")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	authServiceHealthHandler := connect.NewUnaryHandler(
 		AuthServiceHealthProcedure,
 		svc.Health,
@@ -525,6 +549,8 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceDeleteUserHandler.ServeHTTP(w, r)
 		case AuthServiceJWKSProcedure:
 			authServiceJWKSHandler.ServeHTTP(w, r)
+		case AuthServiceListAuditProcedure:
+			authServiceListAuditHandler.ServeHTTP(w, r)
 		case AuthServiceHealthProcedure:
 			authServiceHealthHandler.ServeHTTP(w, r)
 		default:
@@ -602,6 +628,10 @@ func (UnimplementedAuthServiceHandler) DeleteUser(context.Context, *connect.Requ
 
 func (UnimplementedAuthServiceHandler) JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.JWKS is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.ListAudit is not implemented"))
 }
 
 func (UnimplementedAuthServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
