@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -709,6 +710,20 @@ func TestSameTextOnBothBackends(t *testing.T) {
 		}
 		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Where: `{"n":100}`}); len(ids) != 1 {
 			t.Errorf("1e2 = 100 matched %v; want [a]", ids)
+		}
+		// numbers compare as float64 on both backends, also above 2^53
+		e.mustPut(t, &dbv1.Write{Ns: "j", Id: "big1", Type: "B", Data: data(`{"big":9007199254740993}`)})
+		e.mustPut(t, &dbv1.Write{Ns: "j", Id: "big2", Type: "B", Data: data(`{"big":9007199254740992}`)})
+		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Type: "B", Where: `{"big":9007199254740993}`}); len(ids) != 2 {
+			t.Errorf("big eq matched %v; want both (float64 comparison)", ids)
+		}
+		if ids := e.listAll(t, &dbv1.ListRequest{Ns: "j", Type: "B", Where: `{"big":{"gt":9007199254740992}}`}); len(ids) != 0 {
+			t.Errorf("big gt matched %v; want none (float64 comparison)", ids)
+		}
+		// nulls inside arrays of a merge patch are kept (RFC 7396)
+		th = e.mustPut(t, &dbv1.Write{Ns: "j", Id: "a", MergePatch: data(`{"data":{"arr":[{"x":null}],"m":null}}`)})
+		if !strings.Contains(string(th.Data), `"arr":[{"x":null}]`) || strings.Contains(string(th.Data), `"m"`) {
+			t.Errorf("patched data = %s; want arr [{\"x\":null}] and m removed", th.Data)
 		}
 	})
 }

@@ -85,7 +85,9 @@ func (d *dialect) num(p []string) string {
 	if d.name == Postgres {
 		return "(CASE WHEN " + d.typeIs(p, "number") + " THEN " + d.text(p) + "::float8 END)"
 	}
-	return "(CASE WHEN " + d.typeIs(p, "number") + " THEN json_extract(t.data, " + d.value(p) + ") END)"
+	// REAL on both sides, as PostgreSQL's float8: SQLite would otherwise
+	// compare a large stored integer exactly against the float64 argument.
+	return "(CASE WHEN " + d.typeIs(p, "number") + " THEN CAST(json_extract(t.data, " + d.value(p) + ") AS REAL) END)"
 }
 
 // str is the value at p when it is a string, else NULL; it compares

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/uuid"
 
 	"github.com/dotdo/dotdo/internal/apierr"
@@ -406,7 +405,11 @@ func applyMergePatch(cur *dbv1.Thing, patch []byte) (*dbv1.Write, error) {
 	if err != nil {
 		return nil, err
 	}
-	merged, err := jsonpatch.MergePatch(orig, patch)
+	target, err := decodeJSON(orig)
+	if err != nil {
+		return nil, err
+	}
+	merged, err := encodeJSON(mergePatch(target, pv))
 	if err != nil {
 		return nil, apierr.New(apierr.Invalid, "patch: %v", err)
 	}
@@ -420,6 +423,9 @@ func applyMergePatch(cur *dbv1.Thing, patch []byte) (*dbv1.Write, error) {
 		return nil, apierr.New(apierr.Invalid, "patch: %v", err)
 	}
 	w := &dbv1.Write{Type: out.Type, Data: out.Data, Content: out.Content}
+	if exp, ok := pm["expiresAt"]; ok && exp == "" {
+		return nil, apierr.New(apierr.Invalid, "patch: expiresAt must be an RFC 3339 time, or null to remove it")
+	}
 	if out.ExpiresAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, out.ExpiresAt)
 		if err != nil || t.Year() < 1970 || t.Year() > 9999 || t.UnixMicro() <= 0 {
@@ -428,6 +434,29 @@ func applyMergePatch(cur *dbv1.Thing, patch []byte) (*dbv1.Write, error) {
 		w.ExpiresAt = t.UnixMicro()
 	}
 	return w, nil
+}
+
+// mergePatch applies an RFC 7396 merge patch to a decoded target. It is
+// written out rather than taken from a library because the one we used
+// (evanphx/json-patch) drops null members of objects inside arrays of the
+// patch, which RFC 7396 keeps: arrays replace the target value as they are.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(t, k)
+			continue
+		}
+		t[k] = mergePatch(t[k], v)
+	}
+	return t
 }
 
 // Delete removes a live thing and its relationships.
