@@ -38,8 +38,7 @@ type config struct {
 	LogFormat       string
 	LogLevel        string
 	DBMaxConns      int
-	InsecureNoAuth  bool
-
+	BootstrapKey    string
 	AuthURL         string
 	PublicURL       string
 	Signup          string
@@ -52,7 +51,7 @@ type config struct {
 }
 
 // allServices are the services this build has, in start order.
-var allServices = []string{"db", "gateway"}
+var allServices = []string{"db", "auth", "gateway"}
 
 // option is one setting: a flag, its environment variable and default.
 type option struct {
@@ -61,7 +60,7 @@ type option struct {
 }
 
 // optionValue makes an option a flag.Value; options whose default is
-// true or false are boolean flags (--insecure-no-auth alone means true).
+// true or false are boolean flags (--flag alone means true).
 type optionValue option
 
 func (v *optionValue) String() string     { return v.value }
@@ -89,7 +88,14 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		{flag: "log-format", env: "DOTDO_LOG_FORMAT", def: "auto", help: "json, text, or auto (text on a terminal, JSON otherwise)"},
 		{flag: "log-level", env: "DOTDO_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
 		{flag: "db-max-conns", env: "DOTDO_DB_MAX_CONNS", def: "20", help: "PostgreSQL connection pool size"},
-		{flag: "insecure-no-auth", env: "DOTDO_INSECURE_NO_AUTH", def: "false", help: "allow listening on a non-loopback address although no authentication is enforced yet"},
+		{flag: "auth-url", env: "DOTDO_AUTH_URL", def: "", help: "URL of an auth service in another process (http://host:port), for a gateway run without auth"},
+		{flag: "public-url", env: "DOTDO_PUBLIC_URL", def: "http://127.0.0.1:8787", help: "the URL clients use to reach the gateway; the issuer of access tokens"},
+		{flag: "signup", env: "DOTDO_SIGNUP", def: "invite-only", help: "who may create an account: invite-only (admins create users) or open (POST /v1/auth/signup)"},
+		{flag: "roles", env: "DOTDO_ROLES", def: "", help: "custom roles beside admin, user and viewer: name=perm+perm pairs separated by commas (mailer=email:send+queue:send)"},
+		{flag: "rate-limit", env: "DOTDO_RATE_LIMIT", def: "6000/1m", help: "requests per API key or user: N/period (6000/1m), or off"},
+		{flag: "rate-limit-anon", env: "DOTDO_RATE_LIMIT_ANON", def: "600/1m", help: "requests per IP address from callers without credentials: N/period, or off"},
+		{flag: "rate-limit-routes", env: "DOTDO_RATE_LIMIT_ROUTES", def: "", help: "per-route limits that override the two above: \"METHOD /pattern=N/period\" pairs separated by commas"},
+		{flag: "redis-url", env: "REDIS_URL", def: "", help: "redis://host:6379/0 shares rate limits between gateway replicas (DOTDO_REDIS_URL also works); in memory when empty"},
 	}
 	fs := flag.NewFlagSet("dotdo "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -99,6 +105,8 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 			o.value = v
 		} else if o.env == "DATABASE_URL" && getenv("DOTDO_DATABASE_URL") != "" {
 			o.value = getenv("DOTDO_DATABASE_URL")
+		} else if o.env == "REDIS_URL" && getenv("DOTDO_REDIS_URL") != "" {
+			o.value = getenv("DOTDO_REDIS_URL")
 		}
 		fs.Var((*optionValue)(o), o.flag, o.help)
 	}
@@ -115,7 +123,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 			}
 			fmt.Fprintf(stderr, "  --%s%s\n    \t%s\n    \t(env %s; default %s)\n", o.flag, arg, o.help, o.env, def)
 		}
-		fmt.Fprintf(stderr, "\nEnvironment only:\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n")
+		fmt.Fprintf(stderr, "\nEnvironment only (secrets stay out of process listings):\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n  DOTDO_SECRET_KEY\n    \t32 bytes as 64 hex characters; encrypts token signing keys at rest\n    \t(required with PostgreSQL; on SQLite kept in <data-dir>/secret.key when unset)\n  DOTDO_BOOTSTRAP_ADMIN_KEY\n    \ton first start with an empty store, the admin API key to create\n    \t(an sk_live_ key; without it a random one is created and printed once)\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,8 +132,8 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		return nil, errUsage // the flag package printed the error and the usage
 	}
 	if fs.NArg() > 0 {
-		// Also catches "--insecure-no-auth false", which a boolean flag
-		// would otherwise read as true followed by an ignored "false".
+		// Also catches "--flag false" for a boolean flag, which would
+		// otherwise read as true followed by an ignored "false".
 		return nil, fmt.Errorf("unexpected argument %q; boolean flags take --flag=false; see dotdo %s --help", fs.Arg(0), cmd)
 	}
 	get := func(name string) *option {
@@ -217,9 +225,37 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	if c.DBMaxConns, err = strconv.Atoi(get("db-max-conns").value); err != nil || c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
 		return nil, bad("db-max-conns", "want a number from 1 to 1000")
 	}
-	if c.InsecureNoAuth, err = strconv.ParseBool(get("insecure-no-auth").value); err != nil {
-		return nil, bad("insecure-no-auth", "want true or false")
+	c.AuthURL = strings.TrimSuffix(get("auth-url").value, "/")
+	if c.AuthURL != "" {
+		if u, err := url.Parse(c.AuthURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, bad("auth-url", "want the auth service's base URL, such as http://127.0.0.1:8789")
+		}
 	}
+	c.PublicURL = strings.TrimSuffix(get("public-url").value, "/")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, bad("public-url", "want the URL clients use, such as https://api.example.com")
+	}
+	c.Signup = get("signup").value
+	if c.Signup != "open" && c.Signup != "invite-only" {
+		return nil, bad("signup", "use open or invite-only")
+	}
+	if c.Roles, err = parseRoles(get("roles").value); err != nil {
+		return nil, bad("roles", err.Error())
+	}
+	c.RateLimit, c.RateLimitAnon, c.RateLimitRoutes = get("rate-limit").value, get("rate-limit-anon").value, get("rate-limit-routes").value
+	for _, name := range []string{"rate-limit", "rate-limit-anon"} {
+		if _, err := parsePolicy("check", get(name).value); err != nil {
+			return nil, bad(name, "want requests/period such as 600/1m, or off")
+		}
+	}
+	c.RedisURL = get("redis-url").value
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			return nil, bad("redis-url", "want redis://host:6379/0")
+		}
+	}
+	c.SecretKey = getenv("DOTDO_SECRET_KEY")
+	c.BootstrapKey = getenv("DOTDO_BOOTSTRAP_ADMIN_KEY")
 	return c, nil
 }
 
@@ -242,14 +278,4 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("bad size")
 	}
 	return n * mult, nil
-}
-
-// isLoopback reports whether addr's host only accepts local connections.
-func isLoopback(addr string) bool {
-	host, _, _ := net.SplitHostPort(addr)
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -84,7 +84,14 @@ func TestServeHelpDocumentsEveryFlag(t *testing.T) {
 		{"log-format", "DOTDO_LOG_FORMAT", "auto"},
 		{"log-level", "DOTDO_LOG_LEVEL", "info"},
 		{"db-max-conns", "DOTDO_DB_MAX_CONNS", "20"},
-		{"insecure-no-auth", "DOTDO_INSECURE_NO_AUTH", "false"},
+		{"auth-url", "DOTDO_AUTH_URL", "none"},
+		{"public-url", "DOTDO_PUBLIC_URL", "http://127.0.0.1:8787"},
+		{"signup", "DOTDO_SIGNUP", "invite-only"},
+		{"roles", "DOTDO_ROLES", "none"},
+		{"rate-limit", "DOTDO_RATE_LIMIT", "6000/1m"},
+		{"rate-limit-anon", "DOTDO_RATE_LIMIT_ANON", "600/1m"},
+		{"rate-limit-routes", "DOTDO_RATE_LIMIT_ROUTES", "none"},
+		{"redis-url", "REDIS_URL", "none"},
 	} {
 		b, ok := blocks[tc.flag]
 		if !ok {
@@ -121,7 +128,7 @@ func TestBadConfigFailsWithFix(t *testing.T) {
 		{"max-body abc", []string{"--max-body", "abc"}, nil, []string{"--max-body", "DOTDO_MAX_BODY", `"abc"`, "4MiB"}},
 		{"max-body too small", []string{"--max-body", "10"}, nil, []string{"--max-body", "at least 1KiB"}},
 		{"DATABASE_URL mysql", nil, []string{"DATABASE_URL=mysql://x"}, []string{"--database-url", "DATABASE_URL", "postgres://", "SQLite"}},
-		{"services nope", []string{"--services", "nope"}, nil, []string{"--services", "DOTDO_SERVICES", `"nope"`, "db,gateway"}},
+		{"services nope", []string{"--services", "nope"}, nil, []string{"--services", "DOTDO_SERVICES", `"nope"`, "db,auth,gateway"}},
 		{"read timeout negative", nil, []string{"DOTDO_READ_TIMEOUT=-1"}, []string{"--read-timeout", "DOTDO_READ_TIMEOUT", `"-1"`, "positive duration such as 30s"}},
 		{"write timeout zero", []string{"--write-timeout", "0s"}, nil, []string{"--write-timeout", "positive duration"}},
 		{"log level", []string{"--log-level", "loud"}, nil, []string{"--log-level", "DOTDO_LOG_LEVEL", "debug, info, warn or error"}},
@@ -129,9 +136,12 @@ func TestBadConfigFailsWithFix(t *testing.T) {
 		{"db max conns", []string{"--db-max-conns", "0"}, nil, []string{"--db-max-conns", "1 to 1000"}},
 		{"db-url scheme", []string{"--db-url", "ftp://x"}, nil, []string{"--db-url", "http://"}},
 		{"hosts pair", []string{"--hosts", "example.com"}, nil, []string{"--hosts", "host=service"}},
-		{"insecure flag", nil, []string{"DOTDO_INSECURE_NO_AUTH=maybe"}, []string{"--insecure-no-auth", "true or false"}},
+		{"signup", []string{"--signup", "sometimes"}, nil, []string{"--signup", "DOTDO_SIGNUP", "open or invite-only"}},
+		{"rate limit", []string{"--rate-limit", "lots"}, nil, []string{"--rate-limit", "DOTDO_RATE_LIMIT", "600/1m, or off"}},
+		{"redis url", nil, []string{"REDIS_URL=http://x"}, []string{"--redis-url", "REDIS_URL", "redis://"}},
+		{"roles", []string{"--roles", "mailer=send"}, nil, []string{"--roles", "resource:action"}},
+		{"public url", []string{"--public-url", "example.com"}, nil, []string{"--public-url", "https://"}},
 		{"stray argument", []string{"now"}, nil, []string{`"now"`, "--help"}},
-		{"boolean flag with a separate value", []string{"--addr", "0.0.0.0:0", "--insecure-no-auth", "false"}, nil, []string{`"false"`, "--flag=false"}},
 		{"split without token", []string{"--services", "gateway", "--db-url", "http://127.0.0.1:9"}, nil,
 			[]string{"DOTDO_INTERNAL_TOKEN", "at least 32 characters", "openssl rand"}},
 		{"gateway without db", []string{"--services", "gateway"}, []string{"DOTDO_INTERNAL_TOKEN=" + strings.Repeat("k", 32)},
@@ -206,42 +216,14 @@ func serveUntilListening(t *testing.T, args []string, getenv func(string) string
 	}
 }
 
-func TestNonLoopbackNeedsInsecureNoAuth(t *testing.T) {
-	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+// TestListensOnAnyAddress: with authentication enforced, serve may listen
+// on any address.
+func TestListensOnAnyAddress(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", "localhost:0"} {
 		log, err := serveUntilListening(t, []string{"--addr", addr, "--data-dir", t.TempDir(), "--log-format", "json"}, env())
-		if err == nil || !strings.Contains(err.Error(), "--insecure-no-auth") || !strings.Contains(err.Error(), "loopback") {
-			t.Errorf("serve --addr %s = %v; want a refusal that names loopback and --insecure-no-auth", addr, err)
+		if err != nil || !strings.Contains(log, `"msg":"dotdo listening"`) || !strings.Contains(log, `"msg":"stopped"`) {
+			t.Errorf("serve --addr %s = %v; want it to run and stop\n%s", addr, err, log)
 		}
-		if strings.Contains(log, "dotdo listening") {
-			t.Errorf("serve --addr %s listened without --insecure-no-auth", addr)
-		}
-	}
-
-	for _, tc := range []struct {
-		name string
-		args []string
-		env  []string
-	}{
-		{"flag", []string{"--insecure-no-auth"}, nil},
-		{"flag=true", []string{"--insecure-no-auth=true"}, nil},
-		{"env", nil, []string{"DOTDO_INSECURE_NO_AUTH=true"}},
-	} {
-		args := append([]string{"--addr", "0.0.0.0:0", "--data-dir", t.TempDir(), "--log-format", "json"}, tc.args...)
-		log, err := serveUntilListening(t, args, env(tc.env...))
-		if err != nil {
-			t.Fatalf("serve %q with %v = %v; want it to run\n%s", args, tc.env, err, log)
-		}
-		for _, want := range []string{`"msg":"dotdo listening"`, `"msg":"stopped"`} {
-			if !strings.Contains(log, want) {
-				t.Errorf("%s: log lacks %s:\n%s", tc.name, want, log)
-			}
-		}
-	}
-
-	// A loopback name is loopback.
-	log, err := serveUntilListening(t, []string{"--addr", "localhost:0", "--data-dir", t.TempDir(), "--log-format", "json"}, env())
-	if err != nil || !strings.Contains(log, "dotdo listening") {
-		t.Errorf("serve --addr localhost:0 = %v; want it to run\n%s", err, log)
 	}
 }
 

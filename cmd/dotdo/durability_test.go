@@ -162,6 +162,7 @@ func putSeq(base, ns string, i, w, seq int, header []string) (int, int64, error)
 		return 0, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminKey)
 	req.Header.Set(header[0], header[1])
 	res, err := httpClient.Do(req)
 	if err != nil {
@@ -179,7 +180,9 @@ func putSeq(base, ns string, i, w, seq int, header []string) (int, int64, error)
 // A write in flight at the kill may have committed without its answer: then
 // the version is one more than acknowledged and holds that write's data.
 func checkDurable(base, ns string, i int, st idState, bumped *atomic.Int64) string {
-	res, err := httpClient.Get(base + "/v1/things/" + ns + "/" + durableID(i))
+	req, _ := http.NewRequest("GET", base+"/v1/things/"+ns+"/"+durableID(i), nil)
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		return fmt.Sprintf("GET %s: %v", durableID(i), err)
 	}
@@ -239,7 +242,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 					t.Fatalf("dial: %v", err)
 				}
 				defer c.Close()
-				fmt.Fprintf(c, "PUT /v1/things/drain/slow%d HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", i, addr, len(body))
+				fmt.Fprintf(c, "PUT /v1/things/drain/slow%d HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", i, addr, adminKey, len(body))
 				br := bufio.NewReader(c)
 				line, err := br.ReadString('\n')
 				if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {

@@ -75,8 +75,12 @@ func randHex(n int) string {
 
 // baseEnv is the test's environment without anything that configures
 // dotdo, so that a developer's shell cannot change what the tests run.
+// adminKey is the admin API key every test process bootstraps with
+// (DOTDO_BOOTSTRAP_ADMIN_KEY); do sends it unless told otherwise.
+const adminKey = "sk_live_e2eAdminKey0123456789abcdefghijklmnopqrstuv"
+
 func baseEnv() []string {
-	var env []string
+	env := []string{"DOTDO_BOOTSTRAP_ADMIN_KEY=" + adminKey, "DOTDO_SECRET_KEY=" + strings.Repeat("ab", 32)}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "DOTDO_") || k == "DATABASE_URL" {
@@ -363,7 +367,7 @@ func startDB(t *testing.T, b backend, extra ...string) *proc {
 // startGateway runs a gateway alone in front of the db process at dbURL.
 func startGateway(t *testing.T, dbURL string, extra ...string) *proc {
 	t.Helper()
-	args := append([]string{"--services", "gateway", "--db-url", dbURL, "--data-dir", t.TempDir()}, extra...)
+	args := append([]string{"--services", "gateway,auth", "--db-url", dbURL, "--data-dir", t.TempDir()}, extra...)
 	return startProc(t, "gateway", args, []string{"DOTDO_INTERNAL_TOKEN=" + internalToken})
 }
 
@@ -433,8 +437,12 @@ func do(t *testing.T, method, url string, body any, header ...string) *response 
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+adminKey)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
+	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Del("Authorization") // do(..., "Authorization", "") sends none
 	}
 	res, err := httpClient.Do(req)
 	if err != nil {

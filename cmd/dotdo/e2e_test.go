@@ -318,16 +318,24 @@ var restScenarios = []struct {
 		{method: "PUT", path: "/v1/things/{ns}/big", body: smallBlob, chunked: true, status: 201},
 	}},
 
-	{"system namespaces are 403", []step{
-		{method: "GET", path: "/v1/things/_auth/k1", status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "PUT", path: "/v1/things/_auth/k1", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "PATCH", path: "/v1/things/_auth/k1", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "DELETE", path: "/v1/things/_auth/k1", status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "POST", path: "/v1/things/_auth", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "GET", path: "/v1/things/_auth", status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "POST", path: "/v1/things/_auth/batch", body: `{"ops":[{"op":"delete","id":"k1"}]}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "PUT", path: "/v1/relationships/_auth", body: `{"from":"a","type":"t","to":"b"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
-		{method: "GET", path: "/v1/things/_auth/k1/related", status: 403, json: `{"error":{"code":"forbidden"}}`},
+	{"system namespaces are 403 to tenant keys", []step{
+		// A key with the user role on the scenario's namespace only.
+		{method: "POST", path: "/v1/auth/keys", body: `{"name":"tenant","role":"user","namespaces":["{ns}"]}`, status: 201,
+			save: map[string]string{"tk": "secret"}},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "PUT", path: "/v1/things/{ns}/mine", body: `{"type":"t"}`, status: 201},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "GET", path: "/v1/things/other-ns/x", status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "GET", path: "/v1/auth/keys", status: 403, json: `{"error":{"code":"forbidden"}}`},
+		// The admin key reaches system namespaces.
+		{method: "GET", path: "/v1/things/_auth/k1", status: 404},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "GET", path: "/v1/things/_auth/k1", status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "PUT", path: "/v1/things/_auth/k1", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "PATCH", path: "/v1/things/_auth/k1", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "DELETE", path: "/v1/things/_auth/k1", status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "POST", path: "/v1/things/_auth", body: `{"type":"key"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "GET", path: "/v1/things/_auth", status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "POST", path: "/v1/things/_auth/batch", body: `{"ops":[{"op":"delete","id":"k1"}]}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "PUT", path: "/v1/relationships/_auth", body: `{"from":"a","type":"t","to":"b"}`, status: 403, json: `{"error":{"code":"forbidden"}}`},
+		{header: []string{"Authorization", "Bearer {tk}"}, method: "GET", path: "/v1/things/_auth/k1/related", status: 403, json: `{"error":{"code":"forbidden"}}`},
 		// Nor does the Connect path, which only services may call.
 		{method: "POST", path: "/dotdo.db.v1.DBService/Get", body: `{"ns":"_auth","id":"k1"}`, status: 401,
 			json: `{"error":{"code":"unauthenticated"}}`},

@@ -18,11 +18,15 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/dotdo/dotdo/internal/auth"
 	"github.com/dotdo/dotdo/internal/gateway"
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
+	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/db/v1/dbv1connect"
 	"github.com/dotdo/dotdo/internal/metrics"
 	"github.com/dotdo/dotdo/internal/postgres"
+	"github.com/dotdo/dotdo/internal/ratelimit"
 	"github.com/dotdo/dotdo/internal/reqid"
 	"github.com/dotdo/dotdo/internal/rpc"
 	"github.com/dotdo/dotdo/internal/sqlite"
@@ -68,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, stderr)
+		return serve(ctx, cfg, stdout, stderr)
 	case "migrate":
 		cfg, err := parseConfig("migrate", args[1:], getenv, stderr)
 		if errors.Is(err, errHelp) {
@@ -159,29 +163,37 @@ type dbBinding interface {
 	Health(context.Context, *connect.Request[dbv1.HealthRequest]) (*connect.Response[dbv1.HealthResponse], error)
 }
 
-func serve(ctx context.Context, cfg *config, stderr io.Writer) error {
+func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	if cfg.has("gateway") && !isLoopback(cfg.Addr) && !cfg.InsecureNoAuth {
-		return fmt.Errorf("refusing to listen on %s: authentication is not enforced yet, so the gateway only listens on loopback (127.0.0.1); pass --insecure-no-auth to override", cfg.Addr)
-	}
 	if cfg.split() && len(cfg.InternalToken) < 32 {
 		return errors.New("DOTDO_INTERNAL_TOKEN must be set to a secret of at least 32 characters when services run in separate processes (generate one with: openssl rand -hex 32)")
 	}
-	if cfg.has("gateway") && !cfg.has("db") && cfg.DBURL == "" {
-		return errors.New("the gateway needs the db service: run it in this process (--services gateway,db) or give its address with --db-url")
+	needDB := cfg.has("gateway") || cfg.has("auth")
+	if needDB && !cfg.has("db") && cfg.DBURL == "" {
+		return errors.New("the gateway and the auth service need the db service: run it in this process (--services gateway,db,auth) or give its address with --db-url")
+	}
+	if cfg.has("gateway") && !cfg.has("auth") && cfg.AuthURL == "" {
+		return errors.New("the gateway needs the auth service: run it in this process (--services gateway,auth) or give its address with --auth-url")
 	}
 	reg := metrics.New()
-	var (
-		db      dbBinding
-		dbRPC   http.Handler
-		closers []func() error
-	)
+	var closers []func() error
 	defer func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}()
-	rpcPath, rpcHandler := "", http.Handler(nil)
+	ctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	client := rpc.NewHTTPClient()
+	clientOpts := connect.WithInterceptors(rpc.ClientInterceptor(cfg.InternalToken))
+	serverOpts := connect.WithInterceptors(rpc.ServerInterceptor())
+
+	// db: the service itself, or a Connect client to it.
+	var (
+		db     dbBinding
+		dbPath = "/" + dbv1connect.DBServiceName + "/"
+		dbRPC  http.Handler
+	)
 	if cfg.has("db") {
 		d, err := openDatabase(ctx, cfg)
 		if err != nil {
@@ -194,32 +206,104 @@ func serve(ctx context.Context, cfg *config, stderr io.Writer) error {
 		}
 		closers = append(closers, svc.Close)
 		db = svc
-		rpcPath, rpcHandler = dbv1connect.NewDBServiceHandler(svc, connect.WithInterceptors(rpc.ServerInterceptor()))
-		dbRPC = rpcHandler
+		dbPath, dbRPC = dbv1connect.NewDBServiceHandler(svc, serverOpts)
 		log.Info("db service ready", "backend", d.be.Name, "database", d.where)
-	} else if cfg.has("gateway") {
-		client := rpc.NewHTTPClient()
-		db = dbv1connect.NewDBServiceClient(client, cfg.DBURL, connect.WithInterceptors(rpc.ClientInterceptor(cfg.InternalToken)))
-		rpcPath = "/" + dbv1connect.DBServiceName + "/"
-		dbRPC = proxy(cfg.DBURL, cfg.InternalToken, client.Transport)
+	} else if needDB {
+		db = dbv1connect.NewDBServiceClient(client, cfg.DBURL, clientOpts)
+		if cfg.has("gateway") {
+			dbRPC = proxy(cfg.DBURL, cfg.InternalToken, client.Transport)
+		}
 	}
 
-	ups := []gateway.Upstream{{
-		Name:     "db",
-		Prefixes: thingsdb.Prefixes,
-		RPCPath:  rpcPath,
-		RPC:      dbRPC,
-		Health: func(ctx context.Context) error {
-			_, err := db.Health(ctx, connect.NewRequest(&dbv1.HealthRequest{}))
+	// auth: the service itself, or a Connect client to it.
+	var (
+		authAPI  authBinding
+		authPath = "/" + authv1connect.AuthServiceName + "/"
+		authRPC  http.Handler
+		authSvc  *auth.Service
+	)
+	authCfg := auth.Config{Issuer: cfg.PublicURL, Signup: cfg.Signup, CustomRoles: cfg.Roles}
+	if cfg.has("auth") {
+		key, err := secretKey(cfg)
+		if err != nil {
 			return err
-		},
-	}}
+		}
+		authCfg.SecretKey = key
+		authSvc, err = auth.New(thingsdb.Instrument(db, reg, "db"), authCfg, log)
+		if err != nil {
+			return err
+		}
+		if err := authSvc.Start(ctx); err != nil {
+			return fmt.Errorf("start auth: %w", err)
+		}
+		go authSvc.Run(ctx)
+		if err := bootstrap(ctx, authSvc, db, cfg.BootstrapKey, stdout); err != nil {
+			return err
+		}
+		authAPI = authSvc
+		authPath, authRPC = authv1connect.NewAuthServiceHandler(authSvc, serverOpts)
+		log.Info("auth service ready", "issuer", cfg.PublicURL, "signup", cfg.Signup)
+	} else if cfg.has("gateway") {
+		authAPI = authv1connect.NewAuthServiceClient(client, cfg.AuthURL, clientOpts)
+		authRPC = proxy(cfg.AuthURL, cfg.InternalToken, client.Transport)
+	}
+
+	var ups []gateway.Upstream
+	if db != nil && (cfg.has("db") || cfg.has("gateway")) {
+		ups = append(ups, gateway.Upstream{
+			Name: "db", Prefixes: thingsdb.Prefixes, RPCPath: dbPath, RPC: dbRPC,
+			Health: func(ctx context.Context) error {
+				_, err := db.Health(ctx, connect.NewRequest(&dbv1.HealthRequest{}))
+				return err
+			},
+		})
+	}
+	if authAPI != nil {
+		ups = append(ups, gateway.Upstream{
+			Name: "auth", Prefixes: auth.Prefixes, Open: auth.OpenRoutes, RPCPath: authPath, RPC: authRPC,
+			Health: func(ctx context.Context) error {
+				_, err := authAPI.Health(ctx, connect.NewRequest(&authv1.HealthRequest{}))
+				return err
+			},
+		})
+	}
 	gcfg := gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes, Domain: cfg.Domain, Hosts: cfg.Hosts, InternalToken: cfg.InternalToken}
 	var handler http.Handler
 	if cfg.has("gateway") {
-		api := thingsdb.Instrument(db, reg, "db")
-		ups[0].Routes = func(mux *http.ServeMux) { thingsdb.Routes(mux, api, thingsdb.RouteOptions{}) }
+		lim, err := newLimits(cfg, log)
+		if err != nil {
+			return err
+		}
+		acfg := auth.AuthenticatorConfig{Issuer: cfg.PublicURL, Audience: "dotdo", KeyTTL: 4 * time.Second}
+		if authSvc != nil {
+			// In one process a revocation evicts the key at once; the
+			// TTL only bounds how stale a key's grants can be.
+			acfg.Keys, acfg.KeyTTL = authSvc.Keyring(), 30*time.Second
+		}
+		authn := auth.NewAuthenticator(authAPI, acfg)
+		if authSvc != nil {
+			authSvc.OnKeyRevoked(authn.Forget)
+		}
+		dbAPI := thingsdb.Instrument(db, reg, "db")
+		can := func(id *authv1.Identity, ns, perm string) bool { return auth.Can(id, ns, perm, cfg.Roles) }
+		throttle := &loginThrottle{limiter: lim.limiter,
+			account: ratelimit.Policy{Name: "login-account", Limit: 10, Period: 15 * time.Minute},
+			perIP:   ratelimit.Policy{Name: "login-ip", Limit: 100, Period: 15 * time.Minute}}
+		for i := range ups {
+			switch ups[i].Name {
+			case "db":
+				ups[i].Routes = func(mux *http.ServeMux) {
+					thingsdb.Routes(mux, dbAPI, thingsdb.RouteOptions{Authorize: authorizer(cfg.Roles)})
+				}
+			case "auth":
+				ups[i].Routes = func(mux *http.ServeMux) {
+					auth.Routes(mux, authAPI, auth.RouteOptions{Can: can, LoginThrottle: throttle})
+				}
+			}
+		}
 		gcfg.Self = "gateway"
+		gcfg.Auth = authn
+		gcfg.RateLimit = lim.decide
 		handler = gateway.New(gcfg, log.With("service", "gateway"), reg, ups)
 	} else {
 		// A service process: Connect RPC, /health and /metrics, closed to

@@ -216,8 +216,9 @@ func authorizer(custom map[string][]string) func(r *http.Request, ns, permission
 }
 
 // bootstrap creates the first admin key when the store has no key and no
-// user, and prints it once on out (not to the log).
-func bootstrap(ctx context.Context, svc *auth.Service, db dbBinding, out io.Writer) error {
+// user: the given one (DOTDO_BOOTSTRAP_ADMIN_KEY) or a new one, printed
+// once on out, never to the log.
+func bootstrap(ctx context.Context, svc *auth.Service, db dbBinding, given string, out io.Writer) error {
 	for _, typ := range []string{"APIKey", "User"} {
 		res, err := db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: auth.Namespace, Type: typ, Limit: 1}))
 		if err != nil {
@@ -227,11 +228,17 @@ func bootstrap(ctx context.Context, svc *auth.Service, db dbBinding, out io.Writ
 			return nil
 		}
 	}
+	if given != "" && !auth.LooksLikeAPIKey(given) {
+		return errors.New("DOTDO_BOOTSTRAP_ADMIN_KEY must be an sk_live_ or sk_test_ key followed by 43 letters and digits")
+	}
 	res, err := svc.CreateAPIKey(ctx, connect.NewRequest(&authv1.CreateAPIKeyRequest{
-		Name: "bootstrap admin", Grants: map[string]*authv1.Grants{"*": {Roles: []string{"admin"}}}, CreatedBy: "bootstrap",
+		Name: "bootstrap admin", Grants: map[string]*authv1.Grants{"*": {Roles: []string{"admin"}}}, CreatedBy: "bootstrap", Secret: given,
 	}))
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if given != "" {
+		return nil
 	}
 	fmt.Fprintf(out, "dotdo: created the first admin API key; it is shown only this once:\n\n    %s\n\nKeep it safe. Create more with: dotdo keys create --role admin\n", res.Msg.Secret)
 	return nil

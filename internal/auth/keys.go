@@ -55,8 +55,12 @@ func (s *Service) CreateAPIKey(ctx context.Context, req *connect.Request[authv1.
 	if m.ExpiresAt != 0 && m.ExpiresAt <= s.unix() {
 		return nil, apierr.New(apierr.Invalid, "expiresAt must be in the future")
 	}
-	secret, err := NewAPIKey(m.Test)
-	if err != nil {
+	secret := m.Secret
+	if secret != "" {
+		if !LooksLikeAPIKey(secret) || strings.HasPrefix(secret, TestPrefix) != m.Test {
+			return nil, apierr.New(apierr.Invalid, "secret must be an %s key followed by 43 letters and digits", map[bool]string{false: LivePrefix, true: TestPrefix}[m.Test])
+		}
+	} else if secret, err = NewAPIKey(m.Test); err != nil {
 		return nil, s.internal(ctx, "create key", err)
 	}
 	prefix, last4 := DisplayKey(secret)

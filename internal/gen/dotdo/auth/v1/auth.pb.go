@@ -1151,12 +1151,15 @@ func (x *ListSessionsResponse) GetSessions() []*Session {
 }
 
 type CreateAPIKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Test          bool                   `protobuf:"varint,2,opt,name=test,proto3" json:"test,omitempty"`
-	Grants        map[string]*Grants     `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	ExpiresAt     int64                  `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	CreatedBy     string                 `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Test      bool                   `protobuf:"varint,2,opt,name=test,proto3" json:"test,omitempty"`
+	Grants    map[string]*Grants     `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ExpiresAt int64                  `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy string                 `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// secret, when set, is used instead of a new random key: for
+	// DOTDO_BOOTSTRAP_ADMIN_KEY only. It must have the shape of a key.
+	Secret        string `protobuf:"bytes,6,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1225,13 @@ func (x *CreateAPIKeyRequest) GetExpiresAt() int64 {
 func (x *CreateAPIKeyRequest) GetCreatedBy() string {
 	if x != nil {
 		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *CreateAPIKeyRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
 	}
 	return ""
 }
@@ -2377,7 +2387,7 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"J\n" +
 	"\x14ListSessionsResponse\x122\n" +
-	"\bsessions\x18\x01 \x03(\v2\x16.dotdo.auth.v1.SessionR\bsessions\"\x95\x02\n" +
+	"\bsessions\x18\x01 \x03(\v2\x16.dotdo.auth.v1.SessionR\bsessions\"\xad\x02\n" +
 	"\x13CreateAPIKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04test\x18\x02 \x01(\bR\x04test\x12F\n" +
@@ -2385,7 +2395,8 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x04 \x01(\x03R\texpiresAt\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x05 \x01(\tR\tcreatedBy\x1aP\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\x12\x16\n" +
+	"\x06secret\x18\x06 \x01(\tR\x06secret\x1aP\n" +
 	"\vGrantsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.dotdo.auth.v1.GrantsR\x05value:\x028\x01\"W\n" +
