@@ -51,6 +51,8 @@ const usage = `dotdo: a self-hostable platform of backend services.
 Usage:
   dotdo serve [flags]     run the services (all of them by default)
   dotdo migrate [flags]   apply database migrations and exit
+  dotdo keys create --role admin [--ns a,b]
+                          create an API key in the store and print it once
   dotdo version           print the version
 
 Run "dotdo serve --help" for the flags and their environment variables.
@@ -82,6 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return err
 		}
 		return migrateCmd(ctx, cfg, stdout, stderr)
+	case "keys":
+		return keysCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "dotdo", versionString())
 		return nil

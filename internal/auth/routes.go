@@ -266,7 +266,7 @@ func (h *rest) signup(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusCreated, res.Msg.User)
+	h.ok(w, http.StatusCreated, userJSONOut(res.Msg.User))
 }
 
 func (h *rest) jwks(w http.ResponseWriter, r *http.Request) {
@@ -286,10 +286,10 @@ func (h *rest) me(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	out := map[string]any{"identity": id}
+	out := map[string]any{"identity": identityJSONOut(id)}
 	if id.Kind == "user" {
 		if u, err := h.api.GetUser(r.Context(), connect.NewRequest(&authv1.GetUserRequest{Id: id.Subject})); err == nil {
-			out["user"] = u.Msg.User
+			out["user"] = userJSONOut(u.Msg.User)
 		}
 	}
 	h.ok(w, http.StatusOK, out)
@@ -310,7 +310,11 @@ func (h *rest) sessions(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"items": res.Msg.Sessions})
+	items := make([]sessionRest, len(res.Msg.Sessions))
+	for i, s := range res.Msg.Sessions {
+		items[i] = sessionRest{ID: s.Id, UserID: s.UserId, CreatedAt: rfc3339(s.CreatedAt), ExpiresAt: rfc3339(s.ExpiresAt), LastUsedAt: rfc3339(s.LastUsedAt), UserAgent: s.UserAgent, IP: s.Ip}
+	}
+	h.ok(w, http.StatusOK, map[string]any{"items": items})
 }
 
 func (h *rest) revokeSession(w http.ResponseWriter, r *http.Request) {
@@ -370,7 +374,7 @@ func (h *rest) createUser(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusCreated, res.Msg.User)
+	h.ok(w, http.StatusCreated, userJSONOut(res.Msg.User))
 }
 
 // mayGrant refuses grants the caller does not hold itself: keys:manage or
@@ -399,7 +403,11 @@ func (h *rest) listUsers(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	out := map[string]any{"items": res.Msg.Users}
+	users := make([]userRest, len(res.Msg.Users))
+	for i, u := range res.Msg.Users {
+		users[i] = userJSONOut(u)
+	}
+	out := map[string]any{"items": users}
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
@@ -412,7 +420,7 @@ func (h *rest) getUser(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, res.Msg.User)
+	h.ok(w, http.StatusOK, userJSONOut(res.Msg.User))
 }
 
 func (h *rest) updateUser(w http.ResponseWriter, r *http.Request) {
@@ -432,12 +440,13 @@ func (h *rest) updateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := h.api.UpdateUser(r.Context(), connect.NewRequest(&authv1.UpdateUserRequest{
 		Id: r.PathValue("id"), Name: body.Name, Status: body.Status, Grants: body.Grants, SetGrants: body.Grants != nil, Password: body.Password,
+		ActorId: identity.From(r.Context()).GetSubject(),
 	}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, res.Msg.User)
+	h.ok(w, http.StatusOK, userJSONOut(res.Msg.User))
 }
 
 func (h *rest) deleteUser(w http.ResponseWriter, r *http.Request) {
@@ -494,7 +503,7 @@ func (h *rest) createKey(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusCreated, map[string]any{"key": res.Msg.Key, "secret": res.Msg.Secret})
+	h.ok(w, http.StatusCreated, map[string]any{"key": keyJSONOut(res.Msg.Key), "secret": res.Msg.Secret})
 }
 
 func (h *rest) listKeys(w http.ResponseWriter, r *http.Request) {
@@ -503,7 +512,11 @@ func (h *rest) listKeys(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"items": res.Msg.Keys})
+	keys := make([]keyRest, len(res.Msg.Keys))
+	for i, k := range res.Msg.Keys {
+		keys[i] = keyJSONOut(k)
+	}
+	h.ok(w, http.StatusOK, map[string]any{"items": keys})
 }
 
 func (h *rest) revokeKey(w http.ResponseWriter, r *http.Request) {
@@ -512,7 +525,7 @@ func (h *rest) revokeKey(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, res.Msg.Key)
+	h.ok(w, http.StatusOK, keyJSONOut(res.Msg.Key))
 }
 
 func (h *rest) listAudit(w http.ResponseWriter, r *http.Request) {

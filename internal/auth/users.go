@@ -162,10 +162,12 @@ func (s *Service) UpdateUser(ctx context.Context, req *connect.Request[authv1.Up
 		}
 		u.Status = *m.Status
 	}
+	rolesChanged := false
 	if m.SetGrants {
 		if u.Grants, err = s.fromGrants(m.Grants); err != nil {
 			return nil, err
 		}
+		rolesChanged = true
 	}
 	if m.Password != nil {
 		if err := checkPassword(*m.Password); err != nil {
@@ -184,6 +186,12 @@ func (s *Service) UpdateUser(ctx context.Context, req *connect.Request[authv1.Up
 	}
 	if err != nil {
 		return nil, s.internal(ctx, "update user", err)
+	}
+	if rolesChanged {
+		s.audit(ctx, "user.roles_changed", m.ActorId, t.Id, "ok", "")
+	}
+	if m.Status != nil {
+		s.audit(ctx, "user.status_changed", m.ActorId, t.Id, *m.Status, "")
 	}
 	t, u, err = s.user(ctx, t.Id)
 	if err != nil {

@@ -1853,9 +1853,11 @@ type UpdateUserRequest struct {
 	Name   *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
 	Status *string                `protobuf:"bytes,3,opt,name=status,proto3,oneof" json:"status,omitempty"`
 	// grants, when set_grants is true, replace the user's grants.
-	Grants        map[string]*Grants `protobuf:"bytes,4,rep,name=grants,proto3" json:"grants,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	SetGrants     bool               `protobuf:"varint,5,opt,name=set_grants,json=setGrants,proto3" json:"set_grants,omitempty"`
-	Password      *string            `protobuf:"bytes,6,opt,name=password,proto3,oneof" json:"password,omitempty"`
+	Grants    map[string]*Grants `protobuf:"bytes,4,rep,name=grants,proto3" json:"grants,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SetGrants bool               `protobuf:"varint,5,opt,name=set_grants,json=setGrants,proto3" json:"set_grants,omitempty"`
+	Password  *string            `protobuf:"bytes,6,opt,name=password,proto3,oneof" json:"password,omitempty"`
+	// actor_id is who makes the change, for the audit log.
+	ActorId       string `protobuf:"bytes,7,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1928,6 +1930,13 @@ func (x *UpdateUserRequest) GetSetGrants() bool {
 func (x *UpdateUserRequest) GetPassword() string {
 	if x != nil && x.Password != nil {
 		return *x.Password
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetActorId() string {
+	if x != nil {
+		return x.ActorId
 	}
 	return ""
 }
@@ -2439,7 +2448,7 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x06signup\x18\x06 \x01(\bR\x06signup\x1aP\n" +
 	"\vGrantsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.dotdo.auth.v1.GrantsR\x05value:\x028\x01\"\xd2\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.dotdo.auth.v1.GrantsR\x05value:\x028\x01\"\xed\x02\n" +
 	"\x11UpdateUserRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1b\n" +
@@ -2447,7 +2456,8 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x06grants\x18\x04 \x03(\v2,.dotdo.auth.v1.UpdateUserRequest.GrantsEntryR\x06grants\x12\x1d\n" +
 	"\n" +
 	"set_grants\x18\x05 \x01(\bR\tsetGrants\x12\x1f\n" +
-	"\bpassword\x18\x06 \x01(\tH\x02R\bpassword\x88\x01\x01\x1aP\n" +
+	"\bpassword\x18\x06 \x01(\tH\x02R\bpassword\x88\x01\x01\x12\x19\n" +
+	"\bactor_id\x18\a \x01(\tR\aactorId\x1aP\n" +
 	"\vGrantsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.dotdo.auth.v1.GrantsR\x05value:\x028\x01B\a\n" +
