@@ -45,6 +45,9 @@ func secretKey(cfg *config) ([]byte, error) {
 	if cfg.DatabaseURL != "" {
 		return nil, errors.New("DOTDO_SECRET_KEY is required with PostgreSQL: it encrypts the token signing keys at rest; generate one with: openssl rand -hex 32, and give every auth replica the same")
 	}
+	if len(cfg.Services) > 0 && !cfg.has("db") {
+		return nil, errors.New("DOTDO_SECRET_KEY is required when the auth service runs apart from the db service: every auth process must seal signing keys with the same key; generate one with: openssl rand -hex 32")
+	}
 	path := filepath.Join(cfg.DataDir, "secret.key")
 	if b, err := os.ReadFile(path); err == nil {
 		k, err := hex.DecodeString(strings.TrimSpace(string(b)))
@@ -234,6 +237,9 @@ func bootstrap(ctx context.Context, svc *auth.Service, db dbBinding, given strin
 	res, err := svc.CreateAPIKey(ctx, connect.NewRequest(&authv1.CreateAPIKeyRequest{
 		Name: "bootstrap admin", Grants: map[string]*authv1.Grants{"*": {Roles: []string{"admin"}}}, CreatedBy: "bootstrap", Secret: given,
 	}))
+	if given != "" && apierr.Is(err, apierr.PreconditionFailed) {
+		return nil // another auth replica starting beside this one made it
+	}
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
