@@ -195,8 +195,8 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	if hs := get("hosts").value; hs != "" {
 		for _, pair := range strings.Split(hs, ",") {
 			h, s, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if !ok || h == "" || !slices.Contains(allServices, s) {
-				return nil, bad("hosts", "want host=service pairs separated by commas, such as data.example.com=db")
+			if !ok || h == "" || !slices.Contains(allServices, s) || s == "gateway" {
+				return nil, bad("hosts", "want host=service pairs separated by commas, such as data.example.com=db (services: db, auth)")
 			}
 			c.Hosts[strings.ToLower(h)] = s
 		}

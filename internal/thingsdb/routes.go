@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -152,12 +153,37 @@ func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return apierr.New(apierr.Invalid, "invalid JSON body: %s", jsonError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the object")
 	}
 	return nil
+}
+
+// jsonError describes a decoding error without Go type names.
+func jsonError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		want := te.Type.Kind().String()
+		switch te.Type.Kind() {
+		case reflect.Slice, reflect.Array:
+			want = "an array"
+		case reflect.Map, reflect.Struct:
+			want = "an object"
+		case reflect.Int, reflect.Int32, reflect.Int64, reflect.Float32, reflect.Float64:
+			want = "a number"
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.String:
+			want = "a string"
+		}
+		if te.Field != "" {
+			return fmt.Sprintf("field %s must be %s, not %s", te.Field, want, te.Value)
+		}
+		return fmt.Sprintf("the body must be %s, not %s", want, te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // thingBody is the body of PUT and POST on a thing. The read-only fields
@@ -265,9 +291,10 @@ func (h *rest) put(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) create(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set("If-None-Match", "*")
-	h.writeThing(w, r, NewID())
+	h.writeThing(w, r, "")
 }
 
+// writeThing handles PUT (id from the path) and POST (id "" : generated).
 func (h *rest) writeThing(w http.ResponseWriter, r *http.Request, id string) {
 	ns, err := h.namespace(r)
 	if err != nil {
@@ -283,6 +310,13 @@ func (h *rest) writeThing(w http.ResponseWriter, r *http.Request, id string) {
 	if err := decodeStrict(raw, &body); err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if id == "" {
+		if body.ID != "" {
+			h.fail(w, r, apierr.New(apierr.Invalid, "POST creates a thing with a generated id; to choose the id, PUT /v1/things/%s/{id}", ns))
+			return
+		}
+		id = NewID()
 	}
 	wr, err := body.write(ns, id)
 	if err != nil {
@@ -374,7 +408,9 @@ func (h *rest) delete(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, r, err)
 			return
 		}
-		if !star {
+		if star {
+			req.MustExist = true
+		} else {
 			req.IfVersion = v
 		}
 	}

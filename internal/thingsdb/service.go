@@ -494,6 +494,9 @@ func (s *Service) delete(ctx context.Context, tx *sql.Tx, d *dbv1.DeleteRequest,
 		if d.IfVersion != 0 {
 			return s.preconditionFailed(ctx, tx, d.Ns, d.Id, d.IfVersion, now)
 		}
+		if d.MustExist {
+			return apierr.New(apierr.PreconditionFailed, "thing %s/%s does not exist", d.Ns, d.Id)
+		}
 		return apierr.New(apierr.NotFound, "thing %s/%s not found", d.Ns, d.Id)
 	}
 	_, err = tx.ExecContext(ctx, s.d.rebind("DELETE FROM relationships WHERE ns = ? AND (from_id = ? OR to_id = ?)"), d.Ns, d.Id, d.Id)

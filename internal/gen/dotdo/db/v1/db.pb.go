@@ -513,10 +513,13 @@ func (x *PutResponse) GetCreated() bool {
 }
 
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	IfVersion     int64                  `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Ns        string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Id        string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	IfVersion int64                  `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	// must_exist makes a missing thing a precondition failure (412, as for
+	// If-Match: *) rather than not_found.
+	MustExist     bool `protobuf:"varint,4,opt,name=must_exist,json=mustExist,proto3" json:"must_exist,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +573,13 @@ func (x *DeleteRequest) GetIfVersion() int64 {
 		return x.IfVersion
 	}
 	return 0
+}
+
+func (x *DeleteRequest) GetMustExist() bool {
+	if x != nil {
+		return x.MustExist
+	}
+	return false
 }
 
 type DeleteResponse struct {
@@ -1675,12 +1685,14 @@ const file_dotdo_db_v1_db_proto_rawDesc = "" +
 	"\x05write\x18\x01 \x01(\v2\x12.dotdo.db.v1.WriteR\x05write\"Q\n" +
 	"\vPutResponse\x12(\n" +
 	"\x05thing\x18\x01 \x01(\v2\x12.dotdo.db.v1.ThingR\x05thing\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"N\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"m\n" +
 	"\rDeleteRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"if_version\x18\x03 \x01(\x03R\tifVersion\"\x10\n" +
+	"if_version\x18\x03 \x01(\x03R\tifVersion\x12\x1d\n" +
+	"\n" +
+	"must_exist\x18\x04 \x01(\bR\tmustExist\"\x10\n" +
 	"\x0eDeleteResponse\"\x8b\x01\n" +
 	"\vListRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x12\n" +
