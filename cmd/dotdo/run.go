@@ -280,9 +280,14 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 		acfg := auth.AuthenticatorConfig{Issuer: cfg.PublicURL, Audience: "dotdo", KeyTTL: 4 * time.Second}
 		if authSvc != nil {
-			// In one process a revocation evicts the key at once; the
-			// TTL only bounds how stale a key's grants can be.
-			acfg.Keys, acfg.KeyTTL = authSvc.Keyring(), 30*time.Second
+			acfg.Keys = authSvc.Keyring()
+			if !cfg.split() {
+				// In one process a revocation evicts the key at once; the
+				// TTL only bounds how stale a key's grants can be. A
+				// gateway,auth replica is not told of revocations made
+				// by the others, so it keeps the short TTL.
+				acfg.KeyTTL = 30 * time.Second
+			}
 		}
 		authn := auth.NewAuthenticator(authAPI, acfg)
 		if authSvc != nil {
