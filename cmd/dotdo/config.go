@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dotdo/dotdo/internal/auth"
 )
 
 // errUsage means the error and the usage text were already printed.
@@ -48,6 +50,7 @@ type config struct {
 	RateLimitAnon   string
 	RateLimitRoutes string
 	RedisURL        string
+	OIDC            []auth.OIDCProvider
 }
 
 // allServices are the services this build has, in start order.
@@ -96,6 +99,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		{flag: "rate-limit-anon", env: "DOTDO_RATE_LIMIT_ANON", def: "600/1m", help: "requests per IP address from callers without credentials: N/period, or off"},
 		{flag: "rate-limit-routes", env: "DOTDO_RATE_LIMIT_ROUTES", def: "", help: "per-route limits that override the two above: \"METHOD /pattern=N/period\" pairs separated by commas"},
 		{flag: "redis-url", env: "REDIS_URL", def: "", help: "redis://host:6379/0 shares rate limits between gateway replicas (DOTDO_REDIS_URL also works); in memory when empty"},
+		{flag: "oidc", env: "DOTDO_OIDC", def: "", help: "OpenID Connect sign-in providers: name=issuer-url,client-id pairs separated by commas; each client secret comes from DOTDO_OIDC_<NAME>_CLIENT_SECRET; register <public-url>/v1/auth/oauth/<name>/callback with the provider; workos=<authkit-domain>,<client-id> is WorkOS AuthKit (acme-42.authkit.app, or a custom domain's https URL)"},
 	}
 	fs := flag.NewFlagSet("dotdo "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -123,7 +127,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 			}
 			fmt.Fprintf(stderr, "  --%s%s\n    \t%s\n    \t(env %s; default %s)\n", o.flag, arg, o.help, o.env, def)
 		}
-		fmt.Fprintf(stderr, "\nEnvironment only (secrets stay out of process listings):\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n  DOTDO_SECRET_KEY\n    \t32 bytes as 64 hex characters; encrypts token signing keys at rest\n    \t(required with PostgreSQL; on SQLite kept in <data-dir>/secret.key when unset)\n  DOTDO_BOOTSTRAP_ADMIN_KEY\n    \ton first start with an empty store, the admin API key to create\n    \t(an sk_live_ key; without it a random one is created and printed once)\n")
+		fmt.Fprintf(stderr, "\nEnvironment only (secrets stay out of process listings):\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n  DOTDO_SECRET_KEY\n    \t32 bytes as 64 hex characters; encrypts token signing keys at rest\n    \t(required with PostgreSQL; on SQLite kept in <data-dir>/secret.key when unset)\n  DOTDO_BOOTSTRAP_ADMIN_KEY\n    \ton first start with an empty store, the admin API key to create\n    \t(an sk_live_ key; without it a random one is created and printed once)\n  DOTDO_OIDC_<NAME>_CLIENT_SECRET\n    \tthe client secret of the --oidc provider <name> (capitals, - as _)\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -252,6 +256,11 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return nil, bad("redis-url", "want redis://host:6379/0")
+		}
+	}
+	if c.has("auth") { // only the auth service talks to providers and needs their secrets
+		if c.OIDC, err = auth.ParseOIDC(get("oidc").value, getenv); err != nil {
+			return nil, bad("oidc", err.Error())
 		}
 	}
 	c.SecretKey = getenv("DOTDO_SECRET_KEY")

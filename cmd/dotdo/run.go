@@ -226,7 +226,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		authRPC  http.Handler
 		authSvc  *auth.Service
 	)
-	authCfg := auth.Config{Issuer: cfg.PublicURL, Signup: cfg.Signup, CustomRoles: cfg.Roles}
+	authCfg := auth.Config{Issuer: cfg.PublicURL, Signup: cfg.Signup, CustomRoles: cfg.Roles, OIDC: auth.OIDCConfig{Providers: cfg.OIDC}}
 	if cfg.has("auth") {
 		key, err := secretKey(cfg)
 		if err != nil {
@@ -246,7 +246,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 		authAPI = authSvc
 		authPath, authRPC = authv1connect.NewAuthServiceHandler(authSvc, serverOpts)
-		log.Info("auth service ready", "issuer", cfg.PublicURL, "signup", cfg.Signup)
+		log.Info("auth service ready", "issuer", cfg.PublicURL, "signup", cfg.Signup, "oidcCallbacks", authSvc.OIDCProviders())
 	} else if cfg.has("gateway") {
 		authAPI = authv1connect.NewAuthServiceClient(client, cfg.AuthURL, clientOpts)
 		authRPC = proxy(cfg.AuthURL, cfg.InternalToken, client.Transport)

@@ -37,6 +37,8 @@ type API interface {
 	DeleteUser(context.Context, *connect.Request[authv1.DeleteUserRequest]) (*connect.Response[authv1.DeleteUserResponse], error)
 	JWKS(context.Context, *connect.Request[authv1.JWKSRequest]) (*connect.Response[authv1.JWKSResponse], error)
 	ListAudit(context.Context, *connect.Request[authv1.ListAuditRequest]) (*connect.Response[authv1.ListAuditResponse], error)
+	OAuthStart(context.Context, *connect.Request[authv1.OAuthStartRequest]) (*connect.Response[authv1.OAuthStartResponse], error)
+	OAuthCallback(context.Context, *connect.Request[authv1.OAuthCallbackRequest]) (*connect.Response[authv1.TokensResponse], error)
 }
 
 // Prefixes are the public path prefixes of the auth service.
@@ -50,6 +52,8 @@ var OpenRoutes = []string{
 	"POST /v1/auth/logout",
 	"POST /v1/auth/signup",
 	"GET /.well-known/jwks.json",
+	"GET /v1/auth/oauth/{provider}/start",
+	"GET /v1/auth/oauth/{provider}/callback",
 }
 
 // Allower limits attempts per key (an account or an IP); a
@@ -90,6 +94,8 @@ func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
 	mux.HandleFunc("GET /v1/auth/keys", h.need("keys:manage", h.listKeys))
 	mux.HandleFunc("DELETE /v1/auth/keys/{id}", h.need("keys:manage", h.revokeKey))
 	mux.HandleFunc("GET /v1/auth/audit", h.need("audit:read", h.listAudit))
+	mux.HandleFunc("GET /v1/auth/oauth/{provider}/start", h.oauthStart)
+	mux.HandleFunc("GET /v1/auth/oauth/{provider}/callback", h.oauthCallback)
 }
 
 type rest struct {

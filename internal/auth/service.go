@@ -58,6 +58,8 @@ type Config struct {
 	Password  PasswordParams
 	// CustomRoles maps role names to permissions, beside admin, user, viewer.
 	CustomRoles map[string][]string
+	// OIDC configures sign-in with OpenID Connect providers (oauth.go).
+	OIDC OIDCConfig
 }
 
 func (c *Config) defaults() {
@@ -97,6 +99,7 @@ type Service struct {
 	// this process drop it at once.
 	revokedHooks []func(hash string)
 	dummy        string
+	oidc         *oidcSet
 }
 
 // New returns the auth service. Call Start before serving.
@@ -126,7 +129,11 @@ func New(db DB, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{db: db, cfg: cfg, log: logger.With("service", "auth"), keys: NewKeyring(nil), gcm: gcm, Now: time.Now, lastUsed: map[string]int64{}}, nil
+	oidc, err := newOIDCSet(cfg.OIDC, cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{db: db, cfg: cfg, log: logger.With("service", "auth"), keys: NewKeyring(nil), gcm: gcm, Now: time.Now, lastUsed: map[string]int64{}, oidc: oidc}, nil
 }
 
 // OnKeyRevoked registers fn to be called with the hash of every key this

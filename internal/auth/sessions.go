@@ -88,26 +88,37 @@ func (s *Service) Login(ctx context.Context, req *connect.Request[authv1.LoginRe
 		s.audit(ctx, "login", ref.UserID, ref.UserID, "failed", m.Ip)
 		return nil, errLogin
 	}
-	now := s.Now()
-	sid := newID("ses_")
-	rt, err := newRefreshToken()
-	if err != nil {
-		return nil, s.internal(ctx, "login", err)
-	}
-	exp := now.Add(s.cfg.RefreshTTL)
-	sess := sessionJSON{UserID: ref.UserID, UserAgent: clipString(m.UserAgent, 200), IP: m.Ip, ExpiresAt: exp.Unix(), LastUsed: now.Unix()}
-	err = s.batch(ctx,
-		write(sid, "Session", sess, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, exp.UnixMicro()),
-		write(refreshID(rt), "RefreshToken", refreshJSON{SessionID: sid}, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, exp.UnixMicro()))
-	if err != nil {
-		return nil, s.internal(ctx, "login", err)
-	}
-	access, err := s.keys.Sign(s.claims(u, ref.UserID, sid, now))
+	tokens, err := s.startSession(ctx, ref.UserID, u, m.Ip, m.UserAgent)
 	if err != nil {
 		return nil, s.internal(ctx, "login", err)
 	}
 	s.audit(ctx, "login", ref.UserID, ref.UserID, "ok", m.Ip)
-	return connect.NewResponse(&authv1.TokensResponse{Tokens: s.tokens(access, rt, sid)}), nil
+	return connect.NewResponse(&authv1.TokensResponse{Tokens: tokens}), nil
+}
+
+// startSession starts a session (a refresh-token family) for a user who
+// has proven who they are, by password or through an OIDC provider, and
+// returns its first tokens.
+func (s *Service) startSession(ctx context.Context, userID string, u *userJSON, ip, userAgent string) (*authv1.Tokens, error) {
+	now := s.Now()
+	sid := newID("ses_")
+	rt, err := newRefreshToken()
+	if err != nil {
+		return nil, err
+	}
+	exp := now.Add(s.cfg.RefreshTTL)
+	sess := sessionJSON{UserID: userID, UserAgent: clipString(userAgent, 200), IP: ip, ExpiresAt: exp.Unix(), LastUsed: now.Unix()}
+	err = s.batch(ctx,
+		write(sid, "Session", sess, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, exp.UnixMicro()),
+		write(refreshID(rt), "RefreshToken", refreshJSON{SessionID: sid}, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, exp.UnixMicro()))
+	if err != nil {
+		return nil, err
+	}
+	access, err := s.keys.Sign(s.claims(u, userID, sid, now))
+	if err != nil {
+		return nil, err
+	}
+	return s.tokens(access, rt, sid), nil
 }
 
 func (s *Service) tokens(access, refresh, sid string) *authv1.Tokens {

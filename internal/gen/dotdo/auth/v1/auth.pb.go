@@ -2286,6 +2286,187 @@ func (x *HealthResponse) GetStatus() string {
 	return ""
 }
 
+// OAuthStartRequest begins a sign-in with a configured OpenID Connect
+// provider.
+type OAuthStartRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      string                 `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OAuthStartRequest) Reset() {
+	*x = OAuthStartRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OAuthStartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OAuthStartRequest) ProtoMessage() {}
+
+func (x *OAuthStartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OAuthStartRequest.ProtoReflect.Descriptor instead.
+func (*OAuthStartRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *OAuthStartRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+type OAuthStartResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// authorization_url is where to send the browser: the provider's
+	// authorization endpoint with state, nonce and a PKCE S256 challenge.
+	AuthorizationUrl string `protobuf:"bytes,1,opt,name=authorization_url,json=authorizationUrl,proto3" json:"authorization_url,omitempty"`
+	// state is the single-use value the callback must carry back; it
+	// expires after 10 minutes.
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OAuthStartResponse) Reset() {
+	*x = OAuthStartResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OAuthStartResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OAuthStartResponse) ProtoMessage() {}
+
+func (x *OAuthStartResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OAuthStartResponse.ProtoReflect.Descriptor instead.
+func (*OAuthStartResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *OAuthStartResponse) GetAuthorizationUrl() string {
+	if x != nil {
+		return x.AuthorizationUrl
+	}
+	return ""
+}
+
+func (x *OAuthStartResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// OAuthCallbackRequest finishes a sign-in with what the provider sent to
+// the callback. The service exchanges the code itself and verifies the ID
+// token, so a caller cannot assert an identity.
+type OAuthCallbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      string                 `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	UserAgent     string                 `protobuf:"bytes,4,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	Ip            string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OAuthCallbackRequest) Reset() {
+	*x = OAuthCallbackRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OAuthCallbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OAuthCallbackRequest) ProtoMessage() {}
+
+func (x *OAuthCallbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OAuthCallbackRequest.ProtoReflect.Descriptor instead.
+func (*OAuthCallbackRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *OAuthCallbackRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *OAuthCallbackRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *OAuthCallbackRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *OAuthCallbackRequest) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *OAuthCallbackRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
 var File_dotdo_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
@@ -2479,7 +2660,19 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"nextCursor\"\x0f\n" +
 	"\rHealthRequest\"(\n" +
 	"\x0eHealthResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06status2\xba\f\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\"/\n" +
+	"\x11OAuthStartRequest\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\"W\n" +
+	"\x12OAuthStartResponse\x12+\n" +
+	"\x11authorization_url\x18\x01 \x01(\tR\x10authorizationUrl\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"\x8b\x01\n" +
+	"\x14OAuthCallbackRequest\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x04 \x01(\tR\tuserAgent\x12\x0e\n" +
+	"\x02ip\x18\x05 \x01(\tR\x02ip2\xe2\r\n" +
 	"\vAuthService\x12Z\n" +
 	"\rValidateToken\x12#.dotdo.auth.v1.ValidateTokenRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\"\x03\x90\x02\x01\x12W\n" +
 	"\x0eValidateAPIKey\x12$.dotdo.auth.v1.ValidateAPIKeyRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\x12C\n" +
@@ -2502,7 +2695,10 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"DeleteUser\x12 .dotdo.auth.v1.DeleteUserRequest\x1a!.dotdo.auth.v1.DeleteUserResponse\x12D\n" +
 	"\x04JWKS\x12\x1a.dotdo.auth.v1.JWKSRequest\x1a\x1b.dotdo.auth.v1.JWKSResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\tListAudit\x12\x1f.dotdo.auth.v1.ListAuditRequest\x1a .dotdo.auth.v1.ListAuditResponse\"\x03\x90\x02\x01\x12J\n" +
-	"\x06Health\x12\x1c.dotdo.auth.v1.HealthRequest\x1a\x1d.dotdo.auth.v1.HealthResponse\"\x03\x90\x02\x01B:Z8github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1;authv1b\x06proto3"
+	"\x06Health\x12\x1c.dotdo.auth.v1.HealthRequest\x1a\x1d.dotdo.auth.v1.HealthResponse\"\x03\x90\x02\x01\x12Q\n" +
+	"\n" +
+	"OAuthStart\x12 .dotdo.auth.v1.OAuthStartRequest\x1a!.dotdo.auth.v1.OAuthStartResponse\x12S\n" +
+	"\rOAuthCallback\x12#.dotdo.auth.v1.OAuthCallbackRequest\x1a\x1d.dotdo.auth.v1.TokensResponseB:Z8github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1;authv1b\x06proto3"
 
 var (
 	file_dotdo_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -2516,7 +2712,7 @@ func file_dotdo_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_dotdo_auth_v1_auth_proto_rawDescData
 }
 
-var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*Grants)(nil),                  // 0: dotdo.auth.v1.Grants
 	(*Identity)(nil),                // 1: dotdo.auth.v1.Identity
@@ -2558,29 +2754,32 @@ var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*ListAuditResponse)(nil),       // 37: dotdo.auth.v1.ListAuditResponse
 	(*HealthRequest)(nil),           // 38: dotdo.auth.v1.HealthRequest
 	(*HealthResponse)(nil),          // 39: dotdo.auth.v1.HealthResponse
-	nil,                             // 40: dotdo.auth.v1.Identity.GrantsEntry
-	nil,                             // 41: dotdo.auth.v1.User.GrantsEntry
-	nil,                             // 42: dotdo.auth.v1.APIKey.GrantsEntry
-	nil,                             // 43: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
-	nil,                             // 44: dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	nil,                             // 45: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	(*OAuthStartRequest)(nil),       // 40: dotdo.auth.v1.OAuthStartRequest
+	(*OAuthStartResponse)(nil),      // 41: dotdo.auth.v1.OAuthStartResponse
+	(*OAuthCallbackRequest)(nil),    // 42: dotdo.auth.v1.OAuthCallbackRequest
+	nil,                             // 43: dotdo.auth.v1.Identity.GrantsEntry
+	nil,                             // 44: dotdo.auth.v1.User.GrantsEntry
+	nil,                             // 45: dotdo.auth.v1.APIKey.GrantsEntry
+	nil,                             // 46: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	nil,                             // 47: dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	nil,                             // 48: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
 }
 var file_dotdo_auth_v1_auth_proto_depIdxs = []int32{
-	40, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
-	41, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
-	42, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
+	43, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
+	44, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
+	45, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
 	1,  // 3: dotdo.auth.v1.IdentityResponse.identity:type_name -> dotdo.auth.v1.Identity
 	5,  // 4: dotdo.auth.v1.TokensResponse.tokens:type_name -> dotdo.auth.v1.Tokens
 	4,  // 5: dotdo.auth.v1.ListSessionsResponse.sessions:type_name -> dotdo.auth.v1.Session
-	43, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	46, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
 	3,  // 7: dotdo.auth.v1.CreateAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	3,  // 8: dotdo.auth.v1.ListAPIKeysResponse.keys:type_name -> dotdo.auth.v1.APIKey
 	3,  // 9: dotdo.auth.v1.RevokeAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	1,  // 10: dotdo.auth.v1.CheckPermissionRequest.identity:type_name -> dotdo.auth.v1.Identity
 	2,  // 11: dotdo.auth.v1.UserResponse.user:type_name -> dotdo.auth.v1.User
 	2,  // 12: dotdo.auth.v1.ListUsersResponse.users:type_name -> dotdo.auth.v1.User
-	44, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	45, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	47, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	48, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
 	0,  // 15: dotdo.auth.v1.Identity.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
 	0,  // 16: dotdo.auth.v1.User.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
 	0,  // 17: dotdo.auth.v1.APIKey.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
@@ -2606,27 +2805,31 @@ var file_dotdo_auth_v1_auth_proto_depIdxs = []int32{
 	34, // 37: dotdo.auth.v1.AuthService.JWKS:input_type -> dotdo.auth.v1.JWKSRequest
 	36, // 38: dotdo.auth.v1.AuthService.ListAudit:input_type -> dotdo.auth.v1.ListAuditRequest
 	38, // 39: dotdo.auth.v1.AuthService.Health:input_type -> dotdo.auth.v1.HealthRequest
-	8,  // 40: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
-	8,  // 41: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
-	11, // 42: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
-	11, // 43: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
-	13, // 44: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
-	15, // 45: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
-	17, // 46: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
-	19, // 47: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
-	21, // 48: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
-	23, // 49: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
-	25, // 50: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
-	27, // 51: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
-	29, // 52: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
-	27, // 53: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
-	27, // 54: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
-	33, // 55: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
-	35, // 56: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
-	37, // 57: dotdo.auth.v1.AuthService.ListAudit:output_type -> dotdo.auth.v1.ListAuditResponse
-	39, // 58: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
-	40, // [40:59] is the sub-list for method output_type
-	21, // [21:40] is the sub-list for method input_type
+	40, // 40: dotdo.auth.v1.AuthService.OAuthStart:input_type -> dotdo.auth.v1.OAuthStartRequest
+	42, // 41: dotdo.auth.v1.AuthService.OAuthCallback:input_type -> dotdo.auth.v1.OAuthCallbackRequest
+	8,  // 42: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
+	8,  // 43: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
+	11, // 44: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
+	11, // 45: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
+	13, // 46: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
+	15, // 47: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
+	17, // 48: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
+	19, // 49: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
+	21, // 50: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
+	23, // 51: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
+	25, // 52: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
+	27, // 53: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
+	29, // 54: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
+	27, // 55: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
+	27, // 56: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
+	33, // 57: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
+	35, // 58: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
+	37, // 59: dotdo.auth.v1.AuthService.ListAudit:output_type -> dotdo.auth.v1.ListAuditResponse
+	39, // 60: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
+	41, // 61: dotdo.auth.v1.AuthService.OAuthStart:output_type -> dotdo.auth.v1.OAuthStartResponse
+	11, // 62: dotdo.auth.v1.AuthService.OAuthCallback:output_type -> dotdo.auth.v1.TokensResponse
+	42, // [42:63] is the sub-list for method output_type
+	21, // [21:42] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -2644,7 +2847,7 @@ func file_dotdo_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_auth_v1_auth_proto_rawDesc), len(file_dotdo_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

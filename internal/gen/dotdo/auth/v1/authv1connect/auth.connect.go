@@ -80,6 +80,11 @@ const (
 	AuthServiceListAuditProcedure = "/dotdo.auth.v1.AuthService/ListAudit"
 	// AuthServiceHealthProcedure is the fully-qualified name of the AuthService's Health RPC.
 	AuthServiceHealthProcedure = "/dotdo.auth.v1.AuthService/Health"
+	// AuthServiceOAuthStartProcedure is the fully-qualified name of the AuthService's OAuthStart RPC.
+	AuthServiceOAuthStartProcedure = "/dotdo.auth.v1.AuthService/OAuthStart"
+	// AuthServiceOAuthCallbackProcedure is the fully-qualified name of the AuthService's OAuthCallback
+	// RPC.
+	AuthServiceOAuthCallbackProcedure = "/dotdo.auth.v1.AuthService/OAuthCallback"
 )
 
 // AuthServiceClient is a client for the dotdo.auth.v1.AuthService service.
@@ -103,6 +108,13 @@ type AuthServiceClient interface {
 	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
 	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	// OAuthStart creates a single-use state and returns the provider's
+	// authorization URL. Unknown provider: not_found; discovery failed:
+	// unavailable.
+	OAuthStart(context.Context, *connect.Request[v1.OAuthStartRequest]) (*connect.Response[v1.OAuthStartResponse], error)
+	// OAuthCallback consumes the state, exchanges the code, verifies the ID
+	// token and its nonce, links or creates the user and starts a session.
+	OAuthCallback(context.Context, *connect.Request[v1.OAuthCallbackRequest]) (*connect.Response[v1.TokensResponse], error)
 }
 
 // NewAuthServiceClient constructs a client for the dotdo.auth.v1.AuthService service. By default,
@@ -239,6 +251,18 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		oAuthStart: connect.NewClient[v1.OAuthStartRequest, v1.OAuthStartResponse](
+			httpClient,
+			baseURL+AuthServiceOAuthStartProcedure,
+			connect.WithSchema(authServiceMethods.ByName("OAuthStart")),
+			connect.WithClientOptions(opts...),
+		),
+		oAuthCallback: connect.NewClient[v1.OAuthCallbackRequest, v1.TokensResponse](
+			httpClient,
+			baseURL+AuthServiceOAuthCallbackProcedure,
+			connect.WithSchema(authServiceMethods.ByName("OAuthCallback")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -263,6 +287,8 @@ type authServiceClient struct {
 	jWKS            *connect.Client[v1.JWKSRequest, v1.JWKSResponse]
 	listAudit       *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
 	health          *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	oAuthStart      *connect.Client[v1.OAuthStartRequest, v1.OAuthStartResponse]
+	oAuthCallback   *connect.Client[v1.OAuthCallbackRequest, v1.TokensResponse]
 }
 
 // ValidateToken calls dotdo.auth.v1.AuthService.ValidateToken.
@@ -360,6 +386,16 @@ func (c *authServiceClient) Health(ctx context.Context, req *connect.Request[v1.
 	return c.health.CallUnary(ctx, req)
 }
 
+// OAuthStart calls dotdo.auth.v1.AuthService.OAuthStart.
+func (c *authServiceClient) OAuthStart(ctx context.Context, req *connect.Request[v1.OAuthStartRequest]) (*connect.Response[v1.OAuthStartResponse], error) {
+	return c.oAuthStart.CallUnary(ctx, req)
+}
+
+// OAuthCallback calls dotdo.auth.v1.AuthService.OAuthCallback.
+func (c *authServiceClient) OAuthCallback(ctx context.Context, req *connect.Request[v1.OAuthCallbackRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return c.oAuthCallback.CallUnary(ctx, req)
+}
+
 // AuthServiceHandler is an implementation of the dotdo.auth.v1.AuthService service.
 type AuthServiceHandler interface {
 	ValidateToken(context.Context, *connect.Request[v1.ValidateTokenRequest]) (*connect.Response[v1.IdentityResponse], error)
@@ -381,6 +417,13 @@ type AuthServiceHandler interface {
 	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
 	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	// OAuthStart creates a single-use state and returns the provider's
+	// authorization URL. Unknown provider: not_found; discovery failed:
+	// unavailable.
+	OAuthStart(context.Context, *connect.Request[v1.OAuthStartRequest]) (*connect.Response[v1.OAuthStartResponse], error)
+	// OAuthCallback consumes the state, exchanges the code, verifies the ID
+	// token and its nonce, links or creates the user and starts a session.
+	OAuthCallback(context.Context, *connect.Request[v1.OAuthCallbackRequest]) (*connect.Response[v1.TokensResponse], error)
 }
 
 // NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -513,6 +556,18 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceOAuthStartHandler := connect.NewUnaryHandler(
+		AuthServiceOAuthStartProcedure,
+		svc.OAuthStart,
+		connect.WithSchema(authServiceMethods.ByName("OAuthStart")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceOAuthCallbackHandler := connect.NewUnaryHandler(
+		AuthServiceOAuthCallbackProcedure,
+		svc.OAuthCallback,
+		connect.WithSchema(authServiceMethods.ByName("OAuthCallback")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dotdo.auth.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthServiceValidateTokenProcedure:
@@ -553,6 +608,10 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceListAuditHandler.ServeHTTP(w, r)
 		case AuthServiceHealthProcedure:
 			authServiceHealthHandler.ServeHTTP(w, r)
+		case AuthServiceOAuthStartProcedure:
+			authServiceOAuthStartHandler.ServeHTTP(w, r)
+		case AuthServiceOAuthCallbackProcedure:
+			authServiceOAuthCallbackHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -636,4 +695,12 @@ func (UnimplementedAuthServiceHandler) ListAudit(context.Context, *connect.Reque
 
 func (UnimplementedAuthServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.Health is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) OAuthStart(context.Context, *connect.Request[v1.OAuthStartRequest]) (*connect.Response[v1.OAuthStartResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.OAuthStart is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) OAuthCallback(context.Context, *connect.Request[v1.OAuthCallbackRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.OAuthCallback is not implemented"))
 }
