@@ -83,7 +83,7 @@ func baseEnv() []string {
 	env := []string{"DOTDO_BOOTSTRAP_ADMIN_KEY=" + adminKey, "DOTDO_SECRET_KEY=" + strings.Repeat("ab", 32)}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DOTDO_") || k == "DATABASE_URL" {
+		if strings.HasPrefix(k, "DOTDO_") || k == "DATABASE_URL" || k == "REDIS_URL" {
 			continue
 		}
 		env = append(env, kv)

@@ -306,13 +306,14 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 				}
 			case "auth":
 				ups[i].Routes = func(mux *http.ServeMux) {
-					auth.Routes(mux, authAPI, auth.RouteOptions{Can: can, LoginThrottle: throttle})
+					auth.Routes(mux, authAPI, auth.RouteOptions{Can: can, LoginThrottle: throttle, CustomRoles: cfg.Roles})
 				}
 			}
 		}
 		gcfg.Self = "gateway"
 		gcfg.Auth = authn
 		gcfg.RateLimit = lim.decide
+		gcfg.MetricsAccess = func(id *authv1.Identity) bool { return can(id, auth.Namespace, "metrics:read") }
 		handler = gateway.New(gcfg, log.With("service", "gateway"), reg, ups)
 	} else {
 		// A service process: Connect RPC, /health and /metrics, closed to

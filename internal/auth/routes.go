@@ -69,6 +69,8 @@ type RouteOptions struct {
 	Can func(id *authv1.Identity, ns, permission string) bool
 	// LoginThrottle, if set, limits login attempts per account and per IP.
 	LoginThrottle Allower
+	// CustomRoles are the configured roles beside the built-in ones.
+	CustomRoles map[string][]string
 }
 
 // Routes registers the auth service's REST routes. Admin routes need a
@@ -388,13 +390,18 @@ func (h *rest) createUser(w http.ResponseWriter, r *http.Request) {
 func (h *rest) mayGrant(r *http.Request, grants map[string]*authv1.Grants) error {
 	id := identity.From(r.Context())
 	for ns, g := range grants {
-		perms := append(Expand(g.GetRoles(), nil), g.GetPermissions()...)
+		perms := append(Expand(g.GetRoles(), h.opts.CustomRoles), g.GetPermissions()...)
 		for _, p := range perms {
-			target := ns
+			ok := false
 			if ns == "*" {
-				target = "_auth" // "*" reaches every namespace: only an admin may grant it
+				// "*" reaches every tenant namespace: the caller must hold
+				// p there too, not merely on some namespace.
+				ok = id.GetKind() == "service" || id.GetGrants()["*"] != nil &&
+					Allowed(append(Expand(id.Grants["*"].GetRoles(), h.opts.CustomRoles), id.Grants["*"].GetPermissions()...), p)
+			} else {
+				ok = h.opts.Can(id, ns, p)
 			}
-			if !h.opts.Can(id, target, p) {
+			if !ok {
 				return apierr.New(apierr.Forbidden, "cannot grant %s on %s: you do not hold it", p, ns)
 			}
 		}
@@ -526,6 +533,21 @@ func (h *rest) listKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) revokeKey(w http.ResponseWriter, r *http.Request) {
+	// A caller may only revoke keys it could have made: keys:manage must
+	// not be a way to lock out the admins.
+	keys, err := h.api.ListAPIKeys(r.Context(), connect.NewRequest(&authv1.ListAPIKeysRequest{}))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	for _, k := range keys.Msg.Keys {
+		if k.Id == r.PathValue("id") {
+			if err := h.mayGrant(r, k.Grants); err != nil {
+				h.fail(w, r, apierr.New(apierr.Forbidden, "cannot revoke key %s: it holds grants you do not", k.Id))
+				return
+			}
+		}
+	}
 	res, err := h.api.RevokeAPIKey(r.Context(), connect.NewRequest(&authv1.RevokeAPIKeyRequest{Id: r.PathValue("id")}))
 	if err != nil {
 		h.fail(w, r, err)

@@ -359,18 +359,22 @@ func (s *Service) rotateKeys(ctx context.Context) error {
 			return err
 		}
 		pub, _ := base64.StdEncoding.DecodeString(d.Public)
+		k := SigningKey{ID: "k" + strings.TrimPrefix(t.Id, "jwk_"), Public: ed25519.PublicKey(pub), CreatedAt: time.Unix(d.CreatedAt, 0)}
+		if i > 0 {
+			// Retired when the next key was created; only its public half
+			// is needed, and only until every token it signed has expired.
+			k.RetiredAt = keys[len(keys)-1].CreatedAt
+			if now.Sub(k.RetiredAt) > s.cfg.AccessTTL+time.Minute {
+				break
+			}
+			keys = append(keys, k)
+			continue
+		}
 		priv, err := s.open(d.Private)
 		if err != nil {
 			return fmt.Errorf("signing key %s: %w (was DOTDO_SECRET_KEY changed?)", t.Id, err)
 		}
-		k := SigningKey{ID: "k" + strings.TrimPrefix(t.Id, "jwk_"), Private: ed25519.PrivateKey(priv), Public: ed25519.PublicKey(pub), CreatedAt: time.Unix(d.CreatedAt, 0)}
-		if i > 0 {
-			// retired when the next key was created
-			k.RetiredAt = keys[len(keys)-1].CreatedAt
-			if now.Sub(k.RetiredAt) > s.cfg.AccessTTL+time.Minute {
-				continue // every token it signed has expired
-			}
-		}
+		k.Private = ed25519.PrivateKey(priv)
 		keys = append(keys, k)
 	}
 	s.keys.Set(keys)

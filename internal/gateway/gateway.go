@@ -76,6 +76,8 @@ type Config struct {
 	// request after authentication; it writes the rate-limit headers, and
 	// the 429 when it returns false.
 	RateLimit func(w http.ResponseWriter, r *http.Request, route string, id *authv1.Identity) bool
+	// MetricsAccess decides who may read /metrics when Auth is set.
+	MetricsAccess func(id *authv1.Identity) bool
 }
 
 // Gateway is the gateway service; it is an http.Handler.
@@ -258,7 +260,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "authentication required: send Authorization: Bearer <API key or access token>"))
 			return r
 		}
-		if g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, pattern, id) {
+		if pattern == "GET /metrics" && (g.cfg.MetricsAccess == nil || !g.cfg.MetricsAccess(id)) {
+			r.Pattern = pattern
+			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Forbidden, "metrics need the metrics:read permission on _auth (admins have it)"))
+			return r
+		}
+		// Health probes are never limited: a busy orchestrator must not
+		// see a healthy gateway as down.
+		if pattern != "GET /health" && g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, pattern, id) {
 			r.Pattern = pattern
 			return r
 		}

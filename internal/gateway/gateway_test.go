@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/dotdo/dotdo/internal/gateway"
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/db/v1/dbv1connect"
 	"github.com/dotdo/dotdo/internal/metrics"
@@ -274,4 +275,34 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+func TestMetricsNeedAccess(t *testing.T) {
+	f := newGateway(t, gateway.Config{
+		Auth:          staticAuth{"viewer-token": {Subject: "v", Kind: "api_key"}, "admin-token": {Subject: "a", Kind: "api_key"}},
+		MetricsAccess: func(id *authv1.Identity) bool { return id.GetSubject() == "a" },
+		RateLimit:     func(http.ResponseWriter, *http.Request, string, *authv1.Identity) bool { return false }, // deny everything limited
+	})
+	if rec := f.do("GET", "", "/metrics", ""); rec.Code != 401 {
+		t.Fatalf("/metrics without credential = %d; want 401", rec.Code)
+	}
+	if rec := f.do("GET", "", "/metrics", "", "Authorization", "Bearer viewer-token"); rec.Code != 403 {
+		t.Fatalf("/metrics as viewer = %d; want 403", rec.Code)
+	}
+	// /health is open and never rate limited, even when every limited
+	// request is refused
+	if rec := f.do("GET", "", "/health", ""); rec.Code != 200 {
+		t.Fatalf("/health under a refusing limiter = %d; want 200", rec.Code)
+	}
+}
+
+// staticAuth authenticates fixed tokens; the gateway's own logic is what
+// the test exercises.
+type staticAuth map[string]*authv1.Identity
+
+func (s staticAuth) Authenticate(_ context.Context, token string) (*authv1.Identity, error) {
+	if id, ok := s[token]; ok {
+		return id, nil
+	}
+	return nil, errors.New("bad token")
 }
