@@ -157,8 +157,8 @@ func (s *Service) UpdateUser(ctx context.Context, req *connect.Request[authv1.Up
 		default:
 			return nil, apierr.New(apierr.Invalid, "status must be active or disabled")
 		}
-		if *m.Status == "active" && u.PasswordHash == "" {
-			return nil, apierr.New(apierr.Invalid, "an invited user becomes active by setting a password")
+		if *m.Status == "active" && u.Status == "invited" && u.PasswordHash == "" {
+			return nil, apierr.New(apierr.Invalid, "an invited user becomes active by setting a password or signing in with a provider")
 		}
 		u.Status = *m.Status
 	}
