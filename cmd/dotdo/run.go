@@ -189,8 +189,8 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	ctx, stopWorkers := context.WithCancel(ctx)
 	defer stopWorkers()
 	client := rpc.NewHTTPClient()
-	clientOpts := connect.WithInterceptors(rpc.ClientInterceptor(cfg.InternalToken))
-	serverOpts := connect.WithInterceptors(rpc.ServerInterceptor())
+	clientOpts := rpc.ClientOptions(cfg.InternalToken)
+	serverOpts := rpc.ServerOptions()
 
 	// db: the service itself, or a Connect client to it.
 	var (
@@ -210,10 +210,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 		closers = append(closers, svc.Close)
 		db = svc
-		dbPath, dbRPC = dbv1connect.NewDBServiceHandler(svc, serverOpts)
+		dbPath, dbRPC = dbv1connect.NewDBServiceHandler(svc, serverOpts...)
 		log.Info("db service ready", "backend", d.be.Name, "database", d.where)
 	} else if needDB {
-		db = dbv1connect.NewDBServiceClient(client, cfg.DBURL, clientOpts)
+		db = dbv1connect.NewDBServiceClient(client, cfg.DBURL, clientOpts...)
 		if cfg.has("gateway") {
 			dbRPC = proxy(cfg.DBURL, cfg.InternalToken, client.Transport)
 		}
@@ -245,10 +245,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			return err
 		}
 		authAPI = authSvc
-		authPath, authRPC = authv1connect.NewAuthServiceHandler(authSvc, serverOpts)
+		authPath, authRPC = authv1connect.NewAuthServiceHandler(authSvc, serverOpts...)
 		log.Info("auth service ready", "issuer", cfg.PublicURL, "signup", cfg.Signup, "oidcCallbacks", authSvc.OIDCProviders())
 	} else if cfg.has("gateway") {
-		authAPI = authv1connect.NewAuthServiceClient(client, cfg.AuthURL, clientOpts)
+		authAPI = authv1connect.NewAuthServiceClient(client, cfg.AuthURL, clientOpts...)
 		authRPC = proxy(cfg.AuthURL, cfg.InternalToken, client.Transport)
 	}
 

@@ -90,3 +90,22 @@ func NewHTTPClient() *http.Client {
 	t.Protocols.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: t}
 }
+
+// ServerOptions are the options of every service's Connect handler. Small
+// messages are never compressed: on an internal network gzip costs far
+// more CPU than the bytes it saves (~1 ms per call measured).
+func ServerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithInterceptors(ServerInterceptor()),
+		connect.WithCompressMinBytes(64 << 10),
+	}
+}
+
+// ClientOptions are the options of every internal Connect client: the
+// credential and request ID, and no compression of responses.
+func ClientOptions(token string) []connect.ClientOption {
+	return []connect.ClientOption{
+		connect.WithInterceptors(ClientInterceptor(token)),
+		connect.WithAcceptCompression("gzip", nil, nil),
+	}
+}
