@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,31 @@ type Registry struct {
 	calls       *prometheus.CounterVec
 	callErrors  *prometheus.CounterVec
 	callLatency *prometheus.HistogramVec
+
+	// routes and bindings cache the series of each label set: finding a
+	// child of a vector hashes and checks its labels on every call, which
+	// showed in profiles of the GET path. Both are bounded by the routes,
+	// status codes and binding methods the process has.
+	routes   sync.Map // routeKey -> *routeSeries
+	bindings sync.Map // callKey -> *callSeries
+}
+
+type routeKey struct {
+	route  string
+	status int
+}
+
+type routeSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+	errors   prometheus.Counter // nil below 400
+}
+
+type callKey struct{ binding, method string }
+
+type callSeries struct {
+	calls   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // New returns a registry with the Go runtime and process collectors.
@@ -60,20 +86,42 @@ func (r *Registry) Handler() http.Handler {
 
 // Request records one HTTP request.
 func (r *Registry) Request(route string, status int, d time.Duration) {
-	r.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	r.latency.WithLabelValues(route).Observe(d.Seconds())
-	switch {
-	case status >= 500:
-		r.errors.WithLabelValues(route, "5xx").Inc()
-	case status >= 400:
-		r.errors.WithLabelValues(route, "4xx").Inc()
+	k := routeKey{route, status}
+	v, ok := r.routes.Load(k)
+	if !ok {
+		s := &routeSeries{
+			requests: r.requests.WithLabelValues(route, strconv.Itoa(status)),
+			latency:  r.latency.WithLabelValues(route),
+		}
+		switch {
+		case status >= 500:
+			s.errors = r.errors.WithLabelValues(route, "5xx")
+		case status >= 400:
+			s.errors = r.errors.WithLabelValues(route, "4xx")
+		}
+		v, _ = r.routes.LoadOrStore(k, s)
+	}
+	s := v.(*routeSeries)
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
+	if s.errors != nil {
+		s.errors.Inc()
 	}
 }
 
 // Call records one call through a binding.
 func (r *Registry) Call(binding, method string, d time.Duration, err error) {
-	r.calls.WithLabelValues(binding, method).Inc()
-	r.callLatency.WithLabelValues(binding, method).Observe(d.Seconds())
+	k := callKey{binding, method}
+	v, ok := r.bindings.Load(k)
+	if !ok {
+		v, _ = r.bindings.LoadOrStore(k, &callSeries{
+			calls:   r.calls.WithLabelValues(binding, method),
+			latency: r.callLatency.WithLabelValues(binding, method),
+		})
+	}
+	s := v.(*callSeries)
+	s.calls.Inc()
+	s.latency.Observe(d.Seconds())
 	if err != nil {
 		r.callErrors.WithLabelValues(binding, method, string(apierr.From(err).Code)).Inc()
 	}

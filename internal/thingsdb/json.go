@@ -12,11 +12,11 @@ import (
 // runs on every read: data is already JSON and is copied as is.
 func appendThing(b []byte, t *dbv1.Thing) []byte {
 	b = append(b, `{"ns":`...)
-	b = strconv.AppendQuote(b, t.Ns)
+	b = appendString(b, t.Ns)
 	b = append(b, `,"id":`...)
 	b = appendString(b, t.Id)
 	b = append(b, `,"type":`...)
-	b = strconv.AppendQuote(b, t.Type)
+	b = appendString(b, t.Type)
 	b = append(b, `,"data":`...)
 	if len(t.Data) == 0 {
 		b = append(b, "{}"...)
@@ -52,11 +52,11 @@ func appendThing(b []byte, t *dbv1.Thing) []byte {
 
 func appendRelationship(b []byte, r *dbv1.Relationship) []byte {
 	b = append(b, `{"ns":`...)
-	b = strconv.AppendQuote(b, r.Ns)
+	b = appendString(b, r.Ns)
 	b = append(b, `,"from":`...)
 	b = appendString(b, r.From)
 	b = append(b, `,"type":`...)
-	b = strconv.AppendQuote(b, r.Type)
+	b = appendString(b, r.Type)
 	b = append(b, `,"to":`...)
 	b = appendString(b, r.To)
 	b = append(b, `,"data":`...)
@@ -70,8 +70,10 @@ func appendRelationship(b []byte, r *dbv1.Relationship) []byte {
 	return append(b, '}')
 }
 
-// appendString appends s as a JSON string. Validated names need no
-// escaping; free text goes through encoding/json.
+// appendString appends s as a JSON string. Validated names (namespaces,
+// ids, types) need no escaping and take the fast path; free text goes
+// through encoding/json. strconv.AppendQuote is not used: it is slower on
+// the read path and its Go escapes (\x00) are not JSON.
 func appendString(b []byte, s string) []byte {
 	plain := true
 	for i := 0; i < len(s); i++ {
