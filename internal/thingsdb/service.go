@@ -44,6 +44,10 @@ type Service struct {
 	Now func() time.Time
 
 	getStmt *sql.Stmt
+	// upsertStmt and createStmt are prepared on the write pool and bound to
+	// each transaction with tx.Stmt: re-preparing them cost about a fifth
+	// of a PUT.
+	upsertStmt, createStmt *sql.Stmt
 	mu      sync.Mutex
 	stmts   map[string]*sql.Stmt // prepared list statements by SQL text
 }
@@ -56,6 +60,12 @@ func New(be Backend, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare get: %w", err)
 	}
+	if s.upsertStmt, err = be.Write.Prepare(s.d.rebind(upsertThing)); err != nil {
+		return nil, fmt.Errorf("prepare upsert: %w", err)
+	}
+	if s.createStmt, err = be.Write.Prepare(s.d.rebind(createThing)); err != nil {
+		return nil, fmt.Errorf("prepare create: %w", err)
+	}
 	return s, nil
 }
 
@@ -66,6 +76,8 @@ func (s *Service) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
+	s.upsertStmt.Close()
+	s.createStmt.Close()
 	return s.getStmt.Close()
 }
 
@@ -185,6 +197,11 @@ func (s *Service) tx(ctx context.Context, op string, fn func(*sql.Tx) error) err
 		return s.internal(ctx, op, err)
 	}
 	if err := tx.Commit(); err != nil {
+		if ctx.Err() != nil {
+			// database/sql rolls back when the caller goes away; Commit
+			// then says ErrTxDone, which is no server fault.
+			return apierr.New(apierr.Unavailable, "request canceled")
+		}
 		return s.internal(ctx, op, err)
 	}
 	return nil
@@ -299,12 +316,12 @@ func (s *Service) write(ctx context.Context, tx *sql.Tx, w *dbv1.Write, now int6
 			return nil, s.preconditionFailed(ctx, tx, w.Ns, w.Id, w.IfVersion, now)
 		}
 	case w.Condition == dbv1.Condition_CONDITION_MUST_NOT_EXIST:
-		err = tx.QueryRowContext(ctx, s.d.rebind(createThing), w.Ns, w.Id, p.typ, p.data, p.content, p.emb, now, now, nullable(p.expires), now).Scan(&t.Version, &t.CreatedAt)
+		err = tx.StmtContext(ctx, s.createStmt).QueryRowContext(ctx, w.Ns, w.Id, p.typ, p.data, p.content, p.emb, now, now, nullable(p.expires), now).Scan(&t.Version, &t.CreatedAt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, apierr.New(apierr.PreconditionFailed, "thing %s/%s already exists", w.Ns, w.Id)
 		}
 	default:
-		err = tx.QueryRowContext(ctx, s.d.rebind(upsertThing), w.Ns, w.Id, p.typ, p.data, p.content, p.emb, now, now, nullable(p.expires), now, now).Scan(&t.Version, &t.CreatedAt)
+		err = tx.StmtContext(ctx, s.upsertStmt).QueryRowContext(ctx, w.Ns, w.Id, p.typ, p.data, p.content, p.emb, now, now, nullable(p.expires), now, now).Scan(&t.Version, &t.CreatedAt)
 	}
 	if err != nil {
 		return nil, err
