@@ -48,8 +48,8 @@ type Service struct {
 	// each transaction with tx.Stmt: re-preparing them cost about a fifth
 	// of a PUT.
 	upsertStmt, createStmt *sql.Stmt
-	mu      sync.Mutex
-	stmts   map[string]*sql.Stmt // prepared list statements by SQL text
+	mu                     sync.Mutex
+	stmts                  map[string]*sql.Stmt // prepared list statements by SQL text
 }
 
 // New returns the db service over an open, migrated backend.
