@@ -249,6 +249,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 			var err error
 			if id, err = g.cfg.Auth.Authenticate(r.Context(), token); err != nil {
 				r.Pattern = pattern
+				// A refused credential counts against the caller's IP like
+				// an anonymous request, so guessing keys is throttled too.
+				if g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, pattern, nil) {
+					return r
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 				apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 				return r

@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/dotdo/dotdo/internal/apierr"
 	"github.com/dotdo/dotdo/internal/gateway"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
@@ -304,5 +305,34 @@ func (s staticAuth) Authenticate(_ context.Context, token string) (*authv1.Ident
 	if id, ok := s[token]; ok {
 		return id, nil
 	}
-	return nil, errors.New("bad token")
+	return nil, apierr.New(apierr.Unauthenticated, "invalid or expired credential")
+}
+
+// TestRefusedCredentialsAreLimited: a bad credential is charged to the
+// anonymous (per-IP) budget, so guessing keys is throttled.
+func TestRefusedCredentialsAreLimited(t *testing.T) {
+	budget := 2
+	f := newGateway(t, gateway.Config{
+		Auth: staticAuth{"good": {Subject: "g", Kind: "api_key"}},
+		RateLimit: func(w http.ResponseWriter, _ *http.Request, _ string, id *authv1.Identity) bool {
+			if id != nil {
+				return true
+			}
+			if budget == 0 {
+				w.WriteHeader(http.StatusTooManyRequests)
+				return false
+			}
+			budget--
+			return true
+		},
+	})
+	want := []int{401, 401, 429, 429}
+	for i, w := range want {
+		if rec := f.do("GET", "", "/v1/things/app/x", "", "Authorization", "Bearer guess"); rec.Code != w {
+			t.Fatalf("guess %d = %d; want %d", i, rec.Code, w)
+		}
+	}
+	if rec := f.do("GET", "", "/v1/things/app/x", "", "Authorization", "Bearer good"); rec.Code != 404 {
+		t.Fatalf("good key after guesses = %d; want 404 (its own budget)", rec.Code)
+	}
 }
