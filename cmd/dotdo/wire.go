@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -156,7 +155,7 @@ func newLimits(cfg *config, log *slog.Logger) (*limits, error) {
 // decide is the gateway's rate-limit hook: per credential, per IP for
 // anonymous callers, or per route when the route has its own policy.
 func (l *limits) decide(w http.ResponseWriter, r *http.Request, route string, id *authv1.Identity) bool {
-	p, key := l.anon, "ip:"+clientIP(r)
+	p, key := l.anon, "ip:"+auth.ClientIP(r)
 	if id != nil {
 		p, key = l.keyed, id.Kind+":"+id.Subject
 	}
@@ -178,14 +177,6 @@ func (l *limits) decide(w http.ResponseWriter, r *http.Request, route string, id
 		return false
 	}
 	return true
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // loginThrottle limits password guessing per account and per IP.

@@ -2,8 +2,6 @@ package auth
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"math/big"
 	"strings"
 )
@@ -23,23 +21,32 @@ const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 // NewAPIKey returns a new secret: sk_live_ or sk_test_ and 43 base62
 // characters from 32 random bytes.
 func NewAPIKey(test bool) (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	body, err := randomBase62()
+	if err != nil {
 		return "", err
-	}
-	n := new(big.Int).SetBytes(b[:])
-	body := make([]byte, keyBody)
-	base := big.NewInt(62)
-	mod := new(big.Int)
-	for i := keyBody - 1; i >= 0; i-- {
-		n.DivMod(n, base, mod)
-		body[i] = base62[mod.Int64()]
 	}
 	prefix := LivePrefix
 	if test {
 		prefix = TestPrefix
 	}
-	return prefix + string(body), nil
+	return prefix + body, nil
+}
+
+// randomBase62 returns 32 random bytes (256 bits) as 43 base62 characters:
+// the body of API keys and refresh tokens.
+func randomBase62() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	n := new(big.Int).SetBytes(b[:])
+	out := make([]byte, keyBody)
+	base, mod := big.NewInt(62), new(big.Int)
+	for i := keyBody - 1; i >= 0; i-- {
+		n.DivMod(n, base, mod)
+		out[i] = base62[mod.Int64()]
+	}
+	return string(out), nil
 }
 
 // LooksLikeAPIKey reports whether s has the shape of a dotdo API key.
@@ -61,10 +68,7 @@ func LooksLikeAPIKey(s string) bool {
 
 // HashAPIKey returns the hex SHA-256 of a key: the only form stored. A
 // 256-bit random secret needs no salt or slow hash.
-func HashAPIKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
+func HashAPIKey(key string) string { return hashHex(key) }
 
 // DisplayKey returns the visible parts of a key: its prefix with the first
 // four characters of the body, and its last four characters.

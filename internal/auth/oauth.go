@@ -587,7 +587,7 @@ func (s *Service) auditOIDC(ctx context.Context, userID, provider, outcome, ip s
 // --- REST ---
 
 func (h *rest) oauthStart(w http.ResponseWriter, r *http.Request) {
-	if !h.throttle(w, r, "oauth:ip:"+clientIP(r)) {
+	if !h.throttle(w, r, "oauth:ip:"+ClientIP(r)) {
 		return
 	}
 	res, err := h.api.OAuthStart(r.Context(), connect.NewRequest(&authv1.OAuthStartRequest{Provider: r.PathValue("provider")}))
@@ -611,7 +611,7 @@ func (h *rest) oauthCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.api.OAuthCallback(r.Context(), connect.NewRequest(&authv1.OAuthCallbackRequest{
-		Provider: r.PathValue("provider"), Code: q.Get("code"), State: q.Get("state"), UserAgent: r.UserAgent(), Ip: clientIP(r),
+		Provider: r.PathValue("provider"), Code: q.Get("code"), State: q.Get("state"), UserAgent: r.UserAgent(), Ip: ClientIP(r),
 	}))
 	if err != nil {
 		h.fail(w, r, err)

@@ -158,7 +158,9 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func clientIP(r *http.Request) string {
+// ClientIP is the caller's address as rate limits and audits see it: the
+// TCP peer (X-Forwarded-For is not trusted).
+func ClientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
@@ -209,7 +211,7 @@ func (h *rest) login(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	ip := clientIP(r)
+	ip := ClientIP(r)
 	if !h.throttle(w, r, "login:ip:"+ip, "login:acct:"+hashHex(strings.ToLower(strings.TrimSpace(body.Email)))) {
 		return
 	}
@@ -229,7 +231,7 @@ func (h *rest) refresh(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := h.api.Refresh(r.Context(), connect.NewRequest(&authv1.RefreshRequest{RefreshToken: body.RefreshToken, UserAgent: r.UserAgent(), Ip: clientIP(r)}))
+	res, err := h.api.Refresh(r.Context(), connect.NewRequest(&authv1.RefreshRequest{RefreshToken: body.RefreshToken, UserAgent: r.UserAgent(), Ip: ClientIP(r)}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -266,7 +268,7 @@ func (h *rest) signup(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, "signup:ip:"+clientIP(r)) {
+	if !h.throttle(w, r, "signup:ip:"+ClientIP(r)) {
 		return
 	}
 	res, err := h.api.CreateUser(r.Context(), connect.NewRequest(&authv1.CreateUserRequest{Email: body.Email, Name: body.Name, Password: body.Password, Grants: body.Grants, Signup: true}))

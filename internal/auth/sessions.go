@@ -2,10 +2,8 @@ package auth
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"math/big"
 
 	"connectrpc.com/connect"
 
@@ -37,18 +35,11 @@ func refreshID(token string) string { return "rt_" + hashHex(token) }
 // newRefreshToken returns an opaque token: rt_ and 43 base62 characters
 // (256 bits).
 func newRefreshToken() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	body, err := randomBase62()
+	if err != nil {
 		return "", err
 	}
-	n := new(big.Int).SetBytes(b[:])
-	out := make([]byte, 43)
-	base, mod := big.NewInt(62), new(big.Int)
-	for i := range out {
-		n.DivMod(n, base, mod)
-		out[i] = base62[mod.Int64()]
-	}
-	return "rt_" + string(out), nil
+	return "rt_" + body, nil
 }
 
 var errLogin = apierr.New(apierr.Unauthenticated, "invalid email or password")
