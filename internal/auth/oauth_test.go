@@ -21,9 +21,11 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/dotdo/dotdo/internal/auth"
+	"github.com/dotdo/dotdo/internal/gateway"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/metrics"
 	"github.com/dotdo/dotdo/internal/rpc"
 	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
@@ -826,12 +828,13 @@ func TestOIDCOverConnect(t *testing.T) {
 	t.Parallel()
 	e := newOIDCEnv(t, thingsdb.SQLite, "open")
 	const token = "internal-token-0123456789abcdef0123456789"
-	path, h := authv1connect.NewAuthServiceHandler(e.svc, connect.WithInterceptors(rpc.ServerInterceptor()))
-	mux := http.NewServeMux()
-	mux.Handle(path, rpc.RequireToken(token, h))
-	authSrv := httptest.NewServer(mux)
+	// the listener of a split-mode auth process, as cmd/dotdo builds it
+	path, h := authv1connect.NewAuthServiceHandler(e.svc, rpc.ServerOptions()...)
+	listener := gateway.New(gateway.Config{Internal: true, InternalToken: token, MaxBodyBytes: 1 << 20},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(), []gateway.Upstream{{Name: "auth", RPCPath: path, RPC: h}})
+	authSrv := httptest.NewServer(listener)
 	t.Cleanup(authSrv.Close)
-	client := authv1connect.NewAuthServiceClient(http.DefaultClient, authSrv.URL, connect.WithInterceptors(rpc.ClientInterceptor(token)))
+	client := authv1connect.NewAuthServiceClient(http.DefaultClient, authSrv.URL, rpc.ClientOptions(token)...)
 
 	gw := http.NewServeMux()
 	auth.Routes(gw, client, auth.RouteOptions{Can: e.svc.Can})

@@ -219,7 +219,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 	}
-	if (g.cfg.Internal && r.URL.Path != "/health" || g.isRPC(r.URL.Path)) && !rpc.CheckToken(r, g.cfg.InternalToken) {
+	isRPC := g.isRPC(r.URL.Path)
+	if (g.cfg.Internal && r.URL.Path != "/health" || isRPC) && !rpc.CheckToken(r, g.cfg.InternalToken) {
 		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "internal endpoint: a valid service credential is required"))
 		return r
 	}
@@ -243,7 +244,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 		g.notFound(w, r)
 		return r
 	}
-	if g.cfg.Auth != nil && !g.isRPC(r.URL.Path) {
+	if g.cfg.Auth != nil && !isRPC {
 		var id *authv1.Identity
 		if token, ok := bearer(r); ok {
 			var err error

@@ -64,18 +64,6 @@ func CheckToken(r *http.Request, token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
-// RequireToken answers 401 unless the request carries the internal token.
-// /health stays open so that orchestrators can probe a service.
-func RequireToken(token string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || CheckToken(r, token) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "internal endpoint: a valid service credential is required"))
-	})
-}
-
 // NewHTTPClient returns the client for internal calls: HTTP/1.1 with a
 // keep-alive pool. DESIGN.md says HTTP/2; unencrypted HTTP/2 cost more
 // system calls and goroutine hand-offs per call here, and an HTTP/1.1 pool

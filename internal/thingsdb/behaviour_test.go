@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"sort"
@@ -18,8 +17,10 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/dotdo/dotdo/internal/apierr"
+	"github.com/dotdo/dotdo/internal/gateway"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/db/v1/dbv1connect"
+	"github.com/dotdo/dotdo/internal/metrics"
 	"github.com/dotdo/dotdo/internal/rpc"
 	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
@@ -76,12 +77,13 @@ func eachBinding(t *testing.T, fn func(t *testing.T, e *env)) {
 				svc.Now = c.Now
 				e := &env{api: svc, svc: svc, clock: c}
 				if mode == "connect" {
-					path, h := dbv1connect.NewDBServiceHandler(svc, connect.WithInterceptors(rpc.ServerInterceptor()))
-					mux := http.NewServeMux()
-					mux.Handle(path, h)
-					srv := httptest.NewServer(rpc.RequireToken(testToken, mux))
+					// the listener of a split-mode db process, as cmd/dotdo builds it
+					path, h := dbv1connect.NewDBServiceHandler(svc, rpc.ServerOptions()...)
+					listener := gateway.New(gateway.Config{Internal: true, InternalToken: testToken, MaxBodyBytes: 1 << 20},
+						slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(), []gateway.Upstream{{Name: "db", RPCPath: path, RPC: h}})
+					srv := httptest.NewServer(listener)
 					t.Cleanup(srv.Close)
-					e.api = dbv1connect.NewDBServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(rpc.ClientInterceptor(testToken)))
+					e.api = dbv1connect.NewDBServiceClient(srv.Client(), srv.URL, rpc.ClientOptions(testToken)...)
 				}
 				fn(t, e)
 			})
