@@ -51,10 +51,25 @@ type config struct {
 	RateLimitRoutes string
 	RedisURL        string
 	OIDC            []auth.OIDCProvider
+
+	Queue    queueConfig
+	Email    emailConfig
+	Schedule scheduleConfig
+	Webhooks webhooksConfig
+	Dispatch dispatchConfig
+	MCP      mcpConfig
 }
 
 // allServices are the services this build has, in start order.
-var allServices = []string{"db", "auth", "gateway"}
+var allServices = []string{"db", "auth", "queue", "email", "schedule", "webhooks", "dispatch", "mcp", "gateway"}
+
+// optionLookup gives a service's config parser its options by flag name, the
+// error for a bad value, and the environment.
+type optionLookup struct {
+	get    func(flag string) *option
+	bad    func(flag, why string) error
+	getenv func(string) string
+}
 
 // option is one setting: a flag, its environment variable and default.
 type option struct {
@@ -100,6 +115,9 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		{flag: "rate-limit-routes", env: "DOTDO_RATE_LIMIT_ROUTES", def: "", help: "per-route limits that override the two above: \"METHOD /pattern=N/period\" pairs separated by commas"},
 		{flag: "redis-url", env: "REDIS_URL", def: "", help: "redis://host:6379/0 shares rate limits between gateway replicas (DOTDO_REDIS_URL also works); in memory when empty"},
 		{flag: "oidc", env: "DOTDO_OIDC", def: "", help: "OpenID Connect sign-in providers: name=issuer-url,client-id pairs separated by commas; each client secret comes from DOTDO_OIDC_<NAME>_CLIENT_SECRET; register <public-url>/v1/auth/oauth/<name>/callback with the provider; workos=<authkit-domain>,<client-id> is WorkOS AuthKit (acme-42.authkit.app, or a custom domain's https URL)"},
+	}
+	for _, more := range [][]*option{queueOptions(), emailOptions(), scheduleOptions(), webhooksOptions(), dispatchOptions(), mcpOptions()} {
+		opts = append(opts, more...)
 	}
 	fs := flag.NewFlagSet("dotdo "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -261,6 +279,12 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	if c.has("auth") { // only the auth service talks to providers and needs their secrets
 		if c.OIDC, err = auth.ParseOIDC(get("oidc").value, getenv); err != nil {
 			return nil, bad("oidc", err.Error())
+		}
+	}
+	l := optionLookup{get: get, bad: bad, getenv: getenv}
+	for _, parse := range []func(*config, optionLookup) error{c.Queue.parse, c.Email.parse, c.Schedule.parse, c.Webhooks.parse, c.Dispatch.parse, c.MCP.parse} {
+		if err := parse(c, l); err != nil {
+			return nil, err
 		}
 	}
 	c.SecretKey = getenv("DOTDO_SECRET_KEY")

@@ -128,7 +128,7 @@ func TestBadConfigFailsWithFix(t *testing.T) {
 		{"max-body abc", []string{"--max-body", "abc"}, nil, []string{"--max-body", "DOTDO_MAX_BODY", `"abc"`, "4MiB"}},
 		{"max-body too small", []string{"--max-body", "10"}, nil, []string{"--max-body", "at least 1KiB"}},
 		{"DATABASE_URL mysql", nil, []string{"DATABASE_URL=mysql://x"}, []string{"--database-url", "DATABASE_URL", "postgres://", "SQLite"}},
-		{"services nope", []string{"--services", "nope"}, nil, []string{"--services", "DOTDO_SERVICES", `"nope"`, "db,auth,gateway"}},
+		{"services nope", []string{"--services", "nope"}, nil, []string{"--services", "DOTDO_SERVICES", `"nope"`, "use all or some of db,auth,"}},
 		{"read timeout negative", nil, []string{"DOTDO_READ_TIMEOUT=-1"}, []string{"--read-timeout", "DOTDO_READ_TIMEOUT", `"-1"`, "positive duration such as 30s"}},
 		{"write timeout zero", []string{"--write-timeout", "0s"}, nil, []string{"--write-timeout", "positive duration"}},
 		{"log level", []string{"--log-level", "loud"}, nil, []string{"--log-level", "DOTDO_LOG_LEVEL", "debug, info, warn or error"}},

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,6 +94,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
+	for _, cmds := range []map[string]command{queueCommands(), emailCommands(), scheduleCommands(), webhooksCommands(), dispatchCommands(), mcpCommands()} {
+		if cmd, ok := cmds[args[0]]; ok {
+			return cmd(ctx, args[1:], getenv, stdin, stdout, stderr)
+		}
+	}
 	fmt.Fprintf(stderr, "dotdo: unknown command %q\n\n%s", args[0], usage)
 	return errUsage
 }
@@ -172,9 +178,10 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if cfg.split() && len(cfg.InternalToken) < 32 {
 		return errors.New("DOTDO_INTERNAL_TOKEN must be set to a secret of at least 32 characters when services run in separate processes (generate one with: openssl rand -hex 32)")
 	}
-	needDB := cfg.has("gateway") || cfg.has("auth")
+	// Every service but the queue keeps its state through the db service.
+	needDB := slices.ContainsFunc(cfg.Services, func(s string) bool { return s != "db" && s != "queue" })
 	if needDB && !cfg.has("db") && cfg.DBURL == "" {
-		return errors.New("the gateway and the auth service need the db service: run it in this process (--services gateway,db,auth) or give its address with --db-url")
+		return errors.New("the gateway and the services in this process need the db service: run it in this process (--services gateway,db,auth) or give its address with --db-url")
 	}
 	if cfg.has("gateway") && !cfg.has("auth") && cfg.AuthURL == "" {
 		return errors.New("the gateway needs the auth service: run it in this process (--services gateway,auth) or give its address with --auth-url")
@@ -252,6 +259,16 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		authRPC = proxy(cfg.AuthURL, cfg.InternalToken, client.Transport)
 	}
 
+	can := func(id *authv1.Identity, ns, perm string) bool { return auth.Can(id, ns, perm, cfg.Roles) }
+	w := &wiring{
+		cfg: cfg, log: log, reg: reg, client: client, clientOpts: clientOpts, serverOpts: serverOpts,
+		db: db, auth: authAPI, authSvc: authSvc, can: can,
+	}
+	defer func() {
+		for i := len(w.closers) - 1; i >= 0; i-- {
+			w.closers[i]()
+		}
+	}()
 	var ups []gateway.Upstream
 	if db != nil && (cfg.has("db") || cfg.has("gateway")) {
 		ups = append(ups, gateway.Upstream{
@@ -271,6 +288,12 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			},
 		})
 	}
+	for _, wire := range []func(context.Context, *wiring) error{wireQueue, wireEmail, wireSchedule, wireWebhooks, wireDispatch, wireMCP} {
+		if err := wire(ctx, w); err != nil {
+			return err
+		}
+	}
+	ups = append(ups, w.ups...)
 	gcfg := gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes, Domain: cfg.Domain, Hosts: cfg.Hosts, InternalToken: cfg.InternalToken}
 	var handler http.Handler
 	if cfg.has("gateway") {
@@ -294,7 +317,6 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			authSvc.OnKeyRevoked(authn.Forget)
 		}
 		dbAPI := thingsdb.Instrument(db, reg, "db")
-		can := func(id *authv1.Identity, ns, perm string) bool { return auth.Can(id, ns, perm, cfg.Roles) }
 		throttle := &loginThrottle{limiter: lim.limiter,
 			account: ratelimit.Policy{Name: "login-account", Limit: 10, Period: 15 * time.Minute},
 			perIP:   ratelimit.Policy{Name: "login-ip", Limit: 100, Period: 15 * time.Minute}}
@@ -356,6 +378,36 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// command is a subcommand beside serve: dotdo <name> args...
+type command func(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error
+
+// wiring is what serve hands each service's wire function (wireQueue and
+// the rest, one per svc_<name>.go): the process's config and shared parts,
+// the bindings built so far, and where the service puts its gateway
+// upstream and its closers. Wire functions run in dependency order, so a
+// later service finds the bindings of the earlier ones here.
+type wiring struct {
+	cfg        *config
+	log        *slog.Logger
+	reg        *metrics.Registry
+	client     *http.Client
+	clientOpts []connect.ClientOption
+	serverOpts []connect.HandlerOption
+	db         dbBinding     // nil when no service in this process needs it
+	auth       authBinding   // nil unless auth or the gateway runs here
+	authSvc    *auth.Service // nil unless auth runs here
+	can        func(id *authv1.Identity, ns, perm string) bool
+	ups        []gateway.Upstream
+	closers    []func() error // run in reverse order at shutdown
+
+	queue    queueWiring
+	email    emailWiring
+	schedule scheduleWiring
+	webhooks webhooksWiring
+	dispatch dispatchWiring
+	mcp      mcpWiring
 }
 
 // proxy forwards Connect calls that reach the gateway to a service in
