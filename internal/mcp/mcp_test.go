@@ -1,0 +1,422 @@
+package mcp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/dotdo/dotdo/internal/auth"
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
+	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/mcp"
+	"github.com/dotdo/dotdo/internal/mcp/mcptest"
+	"github.com/dotdo/dotdo/internal/testdb"
+	"github.com/dotdo/dotdo/internal/thingsdb"
+)
+
+// services are the real db and auth services on one backend.
+type services struct {
+	db   *thingsdb.Service
+	auth *auth.Service
+}
+
+func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
+	for _, name := range testdb.Backends() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			log := slog.New(slog.DiscardHandler)
+			db, err := thingsdb.New(testdb.Open(t, name), log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := auth.New(db, auth.Config{Issuer: "https://dotdo.test", SecretKey: bytes.Repeat([]byte{7}, 32), Signup: "invite-only",
+				Password: auth.PasswordParams{MemoryKiB: 64, Time: 1, Threads: 1}}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, services{db: db, auth: a})
+		})
+	}
+}
+
+func ident(subject string, grants map[string][]string) *authv1.Identity {
+	id := &authv1.Identity{Subject: subject, Kind: "api_key", KeyId: subject, Grants: map[string]*authv1.Grants{}}
+	for ns, roles := range grants {
+		id.Grants[ns] = &authv1.Grants{Roles: roles}
+	}
+	return id
+}
+
+var (
+	admin  = ident("admin", map[string][]string{"*": {"admin"}})
+	viewer = ident("viewer", map[string][]string{"*": {"viewer"}})
+	tenant = ident("tenant", map[string][]string{"acme": {"user"}})
+)
+
+func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) {
+	return auth.Can(id, ns, perm, nil), nil
+}
+
+// connect starts a server acting as id and returns a client session to it
+// over the SDK's in-memory transports.
+func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
+	t.Helper()
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Can: can, Identity: id, Version: "test", PageSize: 5}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	s, err := mcp.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, ct := sdk.NewInMemoryTransports()
+	ss, err := s.MCP().Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "1"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close(); ss.Wait(); cancel() })
+	return cs
+}
+
+var wantTools = []string{"api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_upsert", "whoami"}
+
+func TestToolsInMemory(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		ctx := context.Background()
+		cs := connectAs(t, svc, admin)
+		init := cs.InitializeResult()
+		if init.ServerInfo.Name != "dotdo" || init.Capabilities.Tools == nil || init.Capabilities.Resources == nil {
+			t.Fatalf("initialize = %+v; want dotdo with tools and resources", init)
+		}
+		tools, pages := mcptest.ListTools(ctx, t, cs)
+		if got := mcptest.Names(tools); !slices.Equal(got, wantTools) {
+			t.Fatalf("tools = %v; want %v", got, wantTools)
+		}
+		if pages < 2 {
+			t.Errorf("tools/list took %d page(s) with page size 5; want nextCursor followed", pages)
+		}
+		for _, tool := range tools {
+			mcptest.CheckTool(t, tool)
+		}
+		out := mcptest.CallAll(ctx, t, cs, tools, "demo")
+		if out["db_upsert"]["created"] != true || out["db_get"]["thing"].(map[string]any)["uri"] != "dotdo://things/demo/a" {
+			t.Errorf("db_upsert/db_get results: %v / %v", out["db_upsert"], out["db_get"])
+		}
+		if out["whoami"]["subject"] != "admin" {
+			t.Errorf("whoami = %v; want subject admin", out["whoami"])
+		}
+		if key := out["api_key_revoke"]["key"].(map[string]any); key["revokedAt"] == nil {
+			t.Errorf("api_key_revoke = %v; want revokedAt", key)
+		}
+		if _, err := svc.db.Get(ctx, connect.NewRequest(&dbv1.GetRequest{Ns: "demo", Id: "a"})); err == nil {
+			t.Errorf("thing demo/a still there after db_delete")
+		}
+	})
+}
+
+func call(t *testing.T, cs *sdk.ClientSession, tool string, args map[string]any) *sdk.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s(%v): protocol error %v; want a tool result", tool, args, err)
+	}
+	return res
+}
+
+func TestBadArguments(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		cs := connectAs(t, svc, admin)
+		for _, tc := range []struct {
+			tool string
+			args map[string]any
+			want string
+		}{
+			{"db_get", map[string]any{"ns": "demo"}, `missing properties: ["id"]`},
+			{"db_get", map[string]any{"ns": "demo", "id": "x", "bogus": 1}, "bogus"},
+			{"db_get", map[string]any{"ns": "Bad NS", "id": "x"}, "invalid"},
+			{"db_get", map[string]any{"ns": "demo", "id": "nope"}, "not_found"},
+			{"db_list", map[string]any{"ns": "demo", "limit": 1000}, "maximum"},
+			{"db_list", map[string]any{"ns": "demo", "cursor": "garbage!"}, "cursor"},
+			{"db_query", map[string]any{"ns": "demo", "where": map[string]any{"n": map[string]any{"bogus": 1}}}, "unknown operator"},
+			{"db_query", map[string]any{"ns": "demo", "where": "n=1"}, "object"},
+			{"db_upsert", map[string]any{"ns": "demo", "type": "item", "mode": "sometimes"}, "mode"},
+			{"db_upsert", map[string]any{"ns": "demo", "type": "item", "expiresAt": "tomorrow"}, "RFC 3339"},
+			{"db_upsert", map[string]any{"ns": "demo", "type": "item", "data": []int{1}}, "data"},
+			{"db_related", map[string]any{"ns": "demo", "id": "a", "direction": "sideways"}, "direction"},
+			{"api_key_create", map[string]any{"name": "x"}, "role"},
+			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
+			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
+		} {
+			res := call(t, cs, tc.tool, tc.args)
+			if !res.IsError || !strings.Contains(mcptest.Text(res), tc.want) {
+				t.Errorf("%s; want isError mentioning %q", mcptest.Errorf(tc.tool, tc.args, res), tc.want)
+			}
+		}
+	})
+}
+
+// snapshot is everything the tools can change, read straight from the
+// services.
+func snapshot(t *testing.T, svc services, nss ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	for _, ns := range nss {
+		res, err := svc.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: ns, Limit: 1000}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, th := range res.Msg.Items {
+			fmt.Fprintf(&b, "%s/%s v%d %s\n", th.Ns, th.Id, th.Version, th.Data)
+		}
+		rel, err := svc.db.Related(ctx, connect.NewRequest(&dbv1.RelatedRequest{Ns: ns, Id: "a", Limit: 1000}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rel.Msg.Items {
+			fmt.Fprintf(&b, "rel %s %s %s %s\n", r.Relationship.From, r.Relationship.Type, r.Relationship.To, r.Relationship.Data)
+		}
+	}
+	keys, err := svc.auth.ListAPIKeys(ctx, connect.NewRequest(&authv1.ListAPIKeysRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys.Msg.Keys {
+		fmt.Fprintf(&b, "key %s revoked=%d\n", k.Id, k.RevokedAt)
+	}
+	return b.String()
+}
+
+func TestViewerCannotWrite(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		ctx := context.Background()
+		adm := connectAs(t, svc, admin)
+		prev := mcptest.CallAll(ctx, t, adm, mustTools(t, adm), "demo")
+		// Leave things behind for the viewer to try to change.
+		for _, id := range []string{"a", "b"} {
+			if res := call(t, adm, "db_upsert", map[string]any{"ns": "demo", "id": id, "type": "item", "data": map[string]any{"v": 1}}); res.IsError {
+				t.Fatal(mcptest.Text(res))
+			}
+		}
+		created := call(t, adm, "api_key_create", map[string]any{"name": "victim", "role": "viewer"})
+		keyID := created.StructuredContent.(map[string]any)["key"].(map[string]any)["id"]
+		prev["api_key_create"] = map[string]any{"key": map[string]any{"id": keyID}}
+		before := snapshot(t, svc, "demo")
+
+		cs := connectAs(t, svc, viewer)
+		tools, _ := mcptest.ListTools(ctx, t, cs)
+		writes := 0
+		for _, step := range mcptest.Script("demo") {
+			i := slices.IndexFunc(tools, func(x *sdk.Tool) bool { return x.Name == step.Tool })
+			if i < 0 || !mcptest.Writes(tools[i]) {
+				continue
+			}
+			writes++
+			args := step.Args(prev)
+			res := call(t, cs, step.Tool, args)
+			if !res.IsError || !strings.Contains(mcptest.Text(res), "missing permission") {
+				t.Errorf("viewer: %s; want isError naming the missing permission", mcptest.Errorf(step.Tool, args, res))
+			}
+		}
+		if writes < 5 {
+			t.Errorf("only %d write tools tried", writes)
+		}
+		if after := snapshot(t, svc, "demo"); after != before {
+			t.Errorf("the viewer's calls changed state:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		// Reads still work for the viewer.
+		if res := call(t, cs, "db_get", map[string]any{"ns": "demo", "id": "a"}); res.IsError {
+			t.Errorf("viewer db_get: %s", mcptest.Text(res))
+		}
+		// The listing of keys needs keys:manage, which a viewer lacks.
+		if res := call(t, cs, "api_keys_list", map[string]any{}); !res.IsError || !strings.Contains(mcptest.Text(res), "keys:manage") {
+			t.Errorf("viewer api_keys_list: %s", mcptest.Errorf("api_keys_list", nil, res))
+		}
+	})
+}
+
+func mustTools(t *testing.T, cs *sdk.ClientSession) []*sdk.Tool {
+	tools, _ := mcptest.ListTools(context.Background(), t, cs)
+	return tools
+}
+
+func TestTenantIsolation(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		adm := connectAs(t, svc, admin)
+		call(t, adm, "db_upsert", map[string]any{"ns": "other", "id": "secret", "type": "item", "data": map[string]any{"s": 1}})
+		cs := connectAs(t, svc, tenant)
+		if res := call(t, cs, "db_upsert", map[string]any{"ns": "acme", "id": "mine", "type": "item"}); res.IsError {
+			t.Fatalf("tenant write in its namespace: %s", mcptest.Text(res))
+		}
+		before := snapshot(t, svc, "other")
+		for _, tc := range []struct {
+			tool string
+			args map[string]any
+		}{
+			{"db_get", map[string]any{"ns": "other", "id": "secret"}},
+			{"db_list", map[string]any{"ns": "other"}},
+			{"db_query", map[string]any{"ns": "other", "where": map[string]any{"s": 1}}},
+			{"db_related", map[string]any{"ns": "other", "id": "secret"}},
+			{"db_upsert", map[string]any{"ns": "other", "id": "secret", "type": "item"}},
+			{"db_delete", map[string]any{"ns": "other", "id": "secret"}},
+			{"db_relate", map[string]any{"ns": "other", "from": "secret", "type": "x", "to": "secret"}},
+			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
+			{"db_list", map[string]any{"ns": "_auth"}},
+			{"api_keys_list", map[string]any{}},
+		} {
+			res := call(t, cs, tc.tool, tc.args)
+			if !res.IsError || !strings.Contains(mcptest.Text(res), "missing permission") {
+				t.Errorf("tenant: %s; want isError naming the missing permission", mcptest.Errorf(tc.tool, tc.args, res))
+			}
+		}
+		if after := snapshot(t, svc, "other"); after != before {
+			t.Errorf("the tenant changed another namespace:\n%s\n%s", before, after)
+		}
+		// Nor through the resource.
+		if _, err := cs.ReadResource(context.Background(), &sdk.ReadResourceParams{URI: "dotdo://things/other/secret"}); err == nil || !strings.Contains(err.Error(), "missing permission things:read on namespace other") {
+			t.Errorf("tenant read of dotdo://things/other/secret: %v; want missing permission", err)
+		}
+	})
+}
+
+func TestKeyManagerCannotEscalate(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		mgr := ident("mgr", map[string][]string{"_auth": {"admin"}, "acme": {"viewer"}})
+		cs := connectAs(t, svc, mgr)
+		for _, args := range []map[string]any{
+			{"name": "x", "role": "admin"},
+			{"name": "x", "role": "user", "namespaces": []string{"acme"}},
+			{"name": "x", "role": "viewer"}, // on *: the manager holds viewer on acme only
+		} {
+			res := call(t, cs, "api_key_create", args)
+			if !res.IsError || !strings.Contains(mcptest.Text(res), "cannot grant") {
+				t.Errorf("%s; want cannot grant", mcptest.Errorf("api_key_create", args, res))
+			}
+		}
+		if res := call(t, cs, "api_key_create", map[string]any{"name": "ok", "role": "viewer", "namespaces": []string{"acme"}}); res.IsError {
+			t.Errorf("grant the manager holds: %s", mcptest.Text(res))
+		}
+		adm := connectAs(t, svc, admin)
+		res := call(t, adm, "api_key_create", map[string]any{"name": "root", "role": "admin"})
+		id := res.StructuredContent.(map[string]any)["key"].(map[string]any)["id"]
+		if res := call(t, cs, "api_key_revoke", map[string]any{"id": id}); !res.IsError || !strings.Contains(mcptest.Text(res), "holds grants you do not") {
+			t.Errorf("%s; want refusal", mcptest.Errorf("api_key_revoke", nil, res))
+		}
+	})
+}
+
+func TestThingResource(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		ctx := context.Background()
+		cs := connectAs(t, svc, admin)
+		up := call(t, cs, "db_upsert", map[string]any{"ns": "demo", "id": "x:1", "type": "item", "data": map[string]any{"n": 7}})
+		uri := up.StructuredContent.(map[string]any)["thing"].(map[string]any)["uri"].(string)
+		if uri != "dotdo://things/demo/x%3A1" {
+			t.Errorf("uri = %q; want dotdo://things/demo/x%%3A1", uri)
+		}
+		var templates []string
+		for rt, err := range cs.ResourceTemplates(ctx, nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			templates = append(templates, rt.URITemplate)
+		}
+		if !slices.Equal(templates, []string{"dotdo://things/{ns}/{id}"}) {
+			t.Fatalf("resource templates = %v", templates)
+		}
+		res, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var th mcp.Thing
+		if len(res.Contents) != 1 || res.Contents[0].MIMEType != "application/json" || json.Unmarshal([]byte(res.Contents[0].Text), &th) != nil || th.ID != "x:1" || string(th.Data) != `{"n":7}` {
+			t.Fatalf("read = %+v", res.Contents)
+		}
+		if _, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "dotdo://things/demo/missing"}); err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("read of a missing thing: %v; want resource not found", err)
+		}
+	})
+}
+
+// TestPagesUnderSizeCap fills a namespace with things whose JSON is far
+// over the result cap for a full page: every page stays under the cap,
+// and following nextCursor returns every thing exactly once.
+func TestPagesUnderSizeCap(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		const capBytes = 8 << 10
+		cs := connectAs(t, svc, admin, func(o *mcp.Options) { o.MaxResultBytes = capBytes })
+		big := strings.Repeat("x", 1500)
+		for i := range 20 {
+			if res := call(t, cs, "db_upsert", map[string]any{"ns": "big", "id": fmt.Sprintf("t%02d", i), "type": "item", "data": map[string]any{"pad": big}}); res.IsError {
+				t.Fatal(mcptest.Text(res))
+			}
+		}
+		huge := strings.Repeat("y", 3*capBytes)
+		call(t, cs, "db_upsert", map[string]any{"ns": "big", "id": "z-huge", "type": "item", "data": map[string]any{"pad": huge}})
+		seen := map[string]int{}
+		cursor, pages := "", 0
+		for {
+			args := map[string]any{"ns": "big", "limit": 200}
+			if cursor != "" {
+				args["cursor"] = cursor
+			}
+			res := call(t, cs, "db_list", args)
+			if res.IsError {
+				t.Fatal(mcptest.Text(res))
+			}
+			pages++
+			b, _ := json.Marshal(res.StructuredContent)
+			out := res.StructuredContent.(map[string]any)
+			items := out["items"].([]any)
+			if len(b) > capBytes && len(items) > 1 {
+				t.Errorf("page %d is %d bytes with %d items; cap %d", pages, len(b), len(items), capBytes)
+			}
+			for _, it := range items {
+				seen[it.(map[string]any)["id"].(string)]++
+			}
+			c, _ := out["nextCursor"].(string)
+			if c == "" {
+				break
+			}
+			cursor = c
+		}
+		if len(seen) != 21 || pages < 5 {
+			t.Errorf("saw %d distinct things in %d pages; want 21 in several", len(seen), pages)
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Errorf("thing %s returned %d times", id, n)
+			}
+		}
+	})
+}
+
+func TestUnauthenticated(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		cs := connectAs(t, svc, nil)
+		res := call(t, cs, "whoami", map[string]any{})
+		if !res.IsError || !strings.Contains(mcptest.Text(res), "authentication required") {
+			t.Errorf("%s", mcptest.Errorf("whoami", nil, res))
+		}
+		res = call(t, cs, "db_get", map[string]any{"ns": "demo", "id": "a"})
+		if !res.IsError || !strings.Contains(mcptest.Text(res), "unauthenticated") {
+			t.Errorf("%s", mcptest.Errorf("db_get", nil, res))
+		}
+	})
+}
