@@ -126,3 +126,9 @@ func (r *Registry) Call(binding, method string, d time.Duration, err error) {
 		r.callErrors.WithLabelValues(binding, method, string(apierr.From(err).Code)).Inc()
 	}
 }
+
+// Register adds a service's own collector (such as the queue service's
+// per-queue metrics) to the registry.
+func (r *Registry) Register(c prometheus.Collector) error {
+	return r.reg.Register(c)
+}
