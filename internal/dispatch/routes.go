@@ -1,0 +1,385 @@
+package dispatch
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strings"
+
+	"github.com/dotdo/dotdo/internal/apierr"
+	"github.com/dotdo/dotdo/internal/identity"
+	"github.com/dotdo/dotdo/internal/reqid"
+)
+
+// Prefixes are the public path prefixes the dispatch service answers.
+var Prefixes = []string{"/v1/dispatch", "/dispatch"}
+
+// OpenRoutes answer without credentials: the path route to scripts,
+// whose namespace decides who may call them.
+var OpenRoutes = []string{"/dispatch/{ns}/{script}", "/dispatch/{ns}/{script}/{path...}"}
+
+// Permissions on a dispatch namespace.
+const (
+	PermWrite  = "deploy:write"
+	PermRead   = "deploy:read"
+	PermInvoke = "dispatch:invoke"
+)
+
+// RouteOptions configure the REST routes.
+type RouteOptions struct {
+	// Authorize decides whether the caller may use permission on
+	// namespace ns, returning the error to answer (401/403) if not.
+	Authorize func(r *http.Request, ns, permission string) error
+	// MaxModuleBytes caps an uploaded module.
+	MaxModuleBytes int64
+}
+
+type rest struct {
+	s    *Service
+	opts RouteOptions
+}
+
+// Routes registers the deploy API and the path route to scripts on mux.
+func Routes(mux *http.ServeMux, s *Service, opts RouteOptions) {
+	if opts.MaxModuleBytes <= 0 {
+		opts.MaxModuleBytes = 64 << 20
+	}
+	h := &rest{s: s, opts: opts}
+	read, write := h.need(PermRead), h.need(PermWrite)
+	mux.HandleFunc("GET /v1/dispatch/namespaces", h.listNamespaces)
+	mux.HandleFunc("PUT /v1/dispatch/namespaces/{ns}", write(h.putNamespace))
+	mux.HandleFunc("GET /v1/dispatch/namespaces/{ns}", read(h.getNamespace))
+	mux.HandleFunc("DELETE /v1/dispatch/namespaces/{ns}", write(h.deleteNamespace))
+	mux.HandleFunc("GET /v1/dispatch/namespaces/{ns}/scripts", read(h.listScripts))
+	mux.HandleFunc("DELETE /v1/dispatch/namespaces/{ns}/scripts", write(h.deleteByTags))
+	mux.HandleFunc("PUT /v1/dispatch/namespaces/{ns}/scripts/{name}", write(h.deploy))
+	mux.HandleFunc("GET /v1/dispatch/namespaces/{ns}/scripts/{name}", read(h.getScript))
+	mux.HandleFunc("DELETE /v1/dispatch/namespaces/{ns}/scripts/{name}", write(h.deleteScript))
+	mux.HandleFunc("GET /v1/dispatch/namespaces/{ns}/scripts/{name}/versions", read(h.versions))
+	mux.HandleFunc("POST /v1/dispatch/namespaces/{ns}/scripts/{name}/rollback", write(h.rollback))
+	mux.HandleFunc(OpenRoutes[0], h.invoke)
+	mux.HandleFunc(OpenRoutes[1], h.invoke)
+}
+
+func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, reqid.From(r.Context()), err)
+}
+
+func (h *rest) authorize(r *http.Request, ns, perm string) error {
+	if h.opts.Authorize != nil {
+		return h.opts.Authorize(r, ns, perm)
+	}
+	return nil
+}
+
+func (h *rest) need(perm string) func(http.HandlerFunc) http.HandlerFunc {
+	return func(next http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			ns := r.PathValue("ns")
+			if err := checkName("namespace", ns); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			if err := h.authorize(r, ns, perm); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			next(w, r)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func decodeBody(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
+		}
+		return apierr.New(apierr.Invalid, "reading request body: %v", err)
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		b = []byte("{}")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apierr.New(apierr.Invalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the object")
+	}
+	return nil
+}
+
+// listNamespaces lists the namespaces the caller may read.
+func (h *rest) listNamespaces(w http.ResponseWriter, r *http.Request) {
+	if identity.From(r.Context()) == nil && h.opts.Authorize != nil {
+		h.fail(w, r, apierr.New(apierr.Unauthenticated, "authentication required"))
+		return
+	}
+	all, err := h.s.Namespaces(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := []*NamespaceInfo{}
+	for _, n := range all {
+		if h.authorize(r, n.Name, PermRead) == nil {
+			out = append(out, n)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+}
+
+func (h *rest) putNamespace(w http.ResponseWriter, r *http.Request) {
+	var in NamespaceInput
+	if err := decodeBody(r, &in); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	n, created, err := h.s.PutNamespace(r.Context(), r.PathValue("ns"), in)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, n)
+}
+
+func (h *rest) getNamespace(w http.ResponseWriter, r *http.Request) {
+	n, err := h.s.Namespace(r.Context(), r.PathValue("ns"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
+func (h *rest) deleteNamespace(w http.ResponseWriter, r *http.Request) {
+	if err := h.s.DeleteNamespace(r.Context(), r.PathValue("ns")); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func tagsParam(r *http.Request) []string {
+	var out []string
+	for _, v := range r.URL.Query()["tags"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+func (h *rest) listScripts(w http.ResponseWriter, r *http.Request) {
+	scripts, err := h.s.Scripts(r.Context(), r.PathValue("ns"), tagsParam(r))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": scripts})
+}
+
+func (h *rest) deleteByTags(w http.ResponseWriter, r *http.Request) {
+	names, err := h.s.DeleteByTags(r.Context(), r.PathValue("ns"), tagsParam(r))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": names})
+}
+
+func (h *rest) getScript(w http.ResponseWriter, r *http.Request) {
+	sc, err := h.s.Script(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sc)
+}
+
+func (h *rest) deleteScript(w http.ResponseWriter, r *http.Request) {
+	if err := h.s.DeleteScript(r.Context(), r.PathValue("ns"), r.PathValue("name")); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *rest) versions(w http.ResponseWriter, r *http.Request) {
+	vs, err := h.s.Versions(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": vs})
+}
+
+func (h *rest) rollback(w http.ResponseWriter, r *http.Request) {
+	sc, err := h.s.Rollback(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sc)
+}
+
+// deploy takes multipart/form-data with a "module" part (the .wasm) and
+// an optional "metadata" part (JSON: tags, env, limits).
+func (h *rest) deploy(w http.ResponseWriter, r *http.Request) {
+	module, md, err := ReadUpload(r, h.opts.MaxModuleBytes)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	by := ""
+	if id := identity.From(r.Context()); id != nil {
+		by = id.Kind + ":" + id.Subject
+	}
+	sc, err := h.s.Deploy(r.Context(), r.PathValue("ns"), r.PathValue("name"), module, md, by)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if sc.Current.Version == 1 {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, sc)
+}
+
+// ReadUpload reads a deploy request's multipart body.
+func ReadUpload(r *http.Request, maxModule int64) ([]byte, Metadata, error) {
+	var md Metadata
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, md, apierr.New(apierr.Unsupported, "send multipart/form-data with a \"module\" part (the .wasm file) and an optional \"metadata\" part (JSON)")
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	var module []byte
+	seen := map[string]bool{}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, md, uploadError(err)
+		}
+		name := p.FormName()
+		if seen[name] {
+			return nil, md, apierr.New(apierr.Invalid, "part %q is given twice", name)
+		}
+		seen[name] = true
+		switch name {
+		case "module":
+			b, err := io.ReadAll(io.LimitReader(p, maxModule+1))
+			if err != nil {
+				return nil, md, uploadError(err)
+			}
+			if int64(len(b)) > maxModule {
+				return nil, md, apierr.New(apierr.TooLarge, "module is larger than %d bytes", maxModule)
+			}
+			module = b
+		case "metadata":
+			b, err := io.ReadAll(io.LimitReader(p, 64<<10+1))
+			if err != nil {
+				return nil, md, uploadError(err)
+			}
+			if len(b) > 64<<10 {
+				return nil, md, apierr.New(apierr.TooLarge, "metadata is larger than 64 KiB")
+			}
+			dec := json.NewDecoder(strings.NewReader(string(b)))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&md); err != nil {
+				return nil, md, apierr.New(apierr.Invalid, "invalid metadata JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+			}
+		default:
+			return nil, md, apierr.New(apierr.Invalid, "unknown part %q: send \"module\" and \"metadata\"", clip(name))
+		}
+	}
+	if module == nil {
+		return nil, md, apierr.New(apierr.Invalid, "the upload has no \"module\" part")
+	}
+	return module, md, nil
+}
+
+func uploadError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
+	}
+	return apierr.New(apierr.Invalid, "reading the multipart body: %v", err)
+}
+
+// invoke is the path route /dispatch/{ns}/{script}/{path...}.
+func (h *rest) invoke(w http.ResponseWriter, r *http.Request) {
+	ns, script := r.PathValue("ns"), r.PathValue("script")
+	e, err := h.s.resolve(r.Context(), ns, script)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if e.ns.Access == AccessPrivate {
+		if err := h.authorizeInvoke(r, ns); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
+	prefix := "/dispatch/" + ns + "/" + script
+	h.s.Serve(w, r, Request{Namespace: ns, Script: script, ScriptName: prefix, PathInfo: strings.TrimPrefix(r.URL.Path, prefix)})
+}
+
+func (h *rest) authorizeInvoke(r *http.Request, ns string) error {
+	if identity.From(r.Context()) == nil {
+		return apierr.New(apierr.Unauthenticated, "namespace %s is private: send Authorization: Bearer <key with %s>", ns, PermInvoke)
+	}
+	return h.authorize(r, ns, PermInvoke)
+}
+
+// MatchHost reports whether host names a script under the host pattern.
+func (s *Service) MatchHost(host string) bool {
+	_, _, ok := s.hostScript(host)
+	return ok
+}
+
+// HostHandler serves requests whose host names a script; the gateway
+// hands it the hosts MatchHost claims. Private namespaces are not
+// reachable by host name.
+func (s *Service) HostHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ns, script, ok := s.hostScript(r.Host)
+		if !ok {
+			writeError(w, reqid.From(r.Context()), apierr.New(apierr.NotFound, "no script for host %s", clip(r.Host)))
+			return
+		}
+		e, err := s.resolve(r.Context(), ns, script)
+		if err != nil {
+			writeError(w, reqid.From(r.Context()), err)
+			return
+		}
+		if e.ns.Access == AccessPrivate {
+			writeError(w, reqid.From(r.Context()), apierr.New(apierr.NotFound, "script %s not found in namespace %s", script, ns))
+			return
+		}
+		s.Serve(w, r, Request{Namespace: ns, Script: script, PathInfo: r.URL.Path, ViaHost: true})
+	})
+}
