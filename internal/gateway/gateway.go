@@ -42,6 +42,16 @@ type Upstream struct {
 	// Open lists the route patterns (as registered by Routes) that answer
 	// without credentials: login, token refresh, JWKS, signed webhooks.
 	Open []string
+	// Host, when set, claims whole host names for this upstream (tenants'
+	// scripts at <script>.<ns>.<domain>): a request to a host it matches
+	// goes to HostHandler before host and path routing, unauthenticated
+	// (its Authorization header belongs to the tenant's application) but
+	// under the anonymous rate limit, with the route "host <Name>".
+	Host        func(host string) bool
+	HostHandler http.Handler
+	// MaxBodyBytes, when larger than Config.MaxBodyBytes, is the body
+	// limit of requests under Prefixes (uploads of modules).
+	MaxBodyBytes int64
 }
 
 // Authenticator turns a bearer credential into an identity.
@@ -89,6 +99,8 @@ type Gateway struct {
 	upstreams map[string]*Upstream
 	hosts     map[string]string
 	open      map[string]bool
+	hostUps   []*Upstream // upstreams with a Host matcher
+	bigBody   []*Upstream // upstreams with a larger body limit
 }
 
 // New returns a gateway over the given upstreams.
@@ -110,6 +122,12 @@ func New(cfg Config, logger *slog.Logger, m *metrics.Registry, ups []Upstream) *
 		}
 		for _, p := range u.Open {
 			g.open[p] = true
+		}
+		if u.Host != nil && u.HostHandler != nil {
+			g.hostUps = append(g.hostUps, u)
+		}
+		if u.MaxBodyBytes > cfg.MaxBodyBytes {
+			g.bigBody = append(g.bigBody, u)
 		}
 	}
 	for h, svc := range cfg.Hosts {
@@ -212,17 +230,41 @@ func (g *Gateway) accessLog(ctx context.Context, end time.Time, id string, r *ht
 
 // serve routes one request and returns the request the route was given.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
-	if r.ContentLength > g.cfg.MaxBodyBytes {
-		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.TooLarge, "request body is larger than %d bytes", g.cfg.MaxBodyBytes))
+	limit := g.cfg.MaxBodyBytes
+	for _, u := range g.bigBody {
+		for _, p := range u.Prefixes {
+			if strings.HasPrefix(r.URL.Path, p+"/") {
+				limit = u.MaxBodyBytes
+			}
+		}
+	}
+	if r.ContentLength > limit {
+		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.TooLarge, "request body is larger than %d bytes", limit))
 		return r
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	isRPC := g.isRPC(r.URL.Path)
 	if (g.cfg.Internal && r.URL.Path != "/health" || isRPC) && !rpc.CheckToken(r, g.cfg.InternalToken) {
 		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "internal endpoint: a valid service credential is required"))
 		return r
+	}
+	if len(g.hostUps) > 0 && !g.cfg.Internal {
+		host := strings.ToLower(r.Host)
+		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+			host = host[:i]
+		}
+		for _, u := range g.hostUps {
+			if u.Host(host) {
+				r.Pattern = "host " + u.Name
+				if g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, r.Pattern, nil) {
+					return r
+				}
+				u.HostHandler.ServeHTTP(w, r)
+				return r
+			}
+		}
 	}
 	if len(g.hosts) > 0 && !g.hostAllows(r) {
 		g.notFound(w, r)
