@@ -1,0 +1,183 @@
+package email
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/queue"
+)
+
+// handle is the send queue's consumer: it delivers a batch, several
+// messages at once, deciding each message on its own.
+func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, m := range b.Messages {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var body msgBody
+			if err := json.Unmarshal(m.Body, &body); err != nil || body.ID == "" {
+				s.log.WarnContext(ctx, "dropping a malformed send-queue message", "queueMessage", m.ID)
+				m.Ack()
+				return
+			}
+			retry, again, err := s.deliver(ctx, body.ID)
+			switch {
+			case err != nil:
+				// The store failed; try again later.
+				s.log.WarnContext(ctx, "email delivery interrupted", "email", body.ID, "err", err)
+				m.Retry(s.cfg.Backoff)
+			case again:
+				m.Retry(retry)
+			default:
+				m.Ack()
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// backoff is the delay before attempt n+1: Backoff doubled per attempt,
+// up to 10 minutes, or the provider's Retry-After when longer.
+func (s *Service) backoff(attempts int, retryAfter time.Duration) time.Duration {
+	d := s.cfg.Backoff
+	for i := 1; i < attempts && d < 10*time.Minute; i++ {
+		d *= 2
+	}
+	d = min(d, 10*time.Minute)
+	return max(d, retryAfter)
+}
+
+// deliver sends the stored email id through its provider and records the
+// outcome. It reports again (with the delay) when the queue should bring
+// the message back, and err when the store could not be reached.
+func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, again bool, err error) {
+	r, _, err := s.getRecord(ctx, id)
+	if err != nil {
+		if isNotFound(err) {
+			return 0, false, nil // deleted meanwhile
+		}
+		return 0, false, err
+	}
+	switch r.Status {
+	case StatusQueued, StatusScheduled, StatusSending:
+	default:
+		return 0, false, nil // delivered before: the queue delivers at least once
+	}
+	now := s.now()
+	if r.ScheduledAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, r.ScheduledAt)
+		if d := at.Sub(now); d > time.Second {
+			return min(d, queue.MaxDelay), true, nil
+		}
+	}
+	p, ok := s.providers[r.Provider]
+	if !ok {
+		_, err := s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+			r.Status, r.Error = StatusFailed, "provider "+r.Provider+" is not configured in this process"
+			r.addEvent(event{Type: StatusFailed, At: ts(s.now()), Reason: r.Error})
+			return true, nil, nil
+		})
+		return 0, false, err
+	}
+	if _, isOutbox := p.(outbox); isOutbox {
+		// The outbox keeps the stored message: sending is storing.
+		_, err := s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+			if rank[r.Status] >= rank[StatusSent] {
+				return false, nil, nil
+			}
+			t := ts(s.now())
+			r.Attempts++
+			r.Status, r.ProviderID = StatusSent, "outbox-"+id
+			r.addEvent(event{Type: StatusSending, At: t})
+			r.addEvent(event{Type: StatusSent, At: t, Reason: "kept in the outbox, not delivered"})
+			return true, nil, nil
+		})
+		return 0, false, err
+	}
+	r, err = s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+		if rank[r.Status] >= rank[StatusSent] {
+			return false, nil, nil
+		}
+		r.Attempts++
+		r.Status = StatusSending
+		r.addEvent(event{Type: StatusSending, At: ts(s.now())})
+		return true, nil, nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if r.Status != StatusSending {
+		return 0, false, nil
+	}
+	pl, err := s.loadPayload(ctx, id, r)
+	if err != nil {
+		return 0, false, err
+	}
+	out := &Outgoing{ID: id, From: r.From, To: r.To, Cc: r.Cc, Bcc: r.Bcc, ReplyTo: r.ReplyTo, Subject: r.Subject,
+		HTML: pl.HTML, Text: pl.Text, Headers: pl.Headers, Attachments: pl.Attachments, Tags: r.Tags}
+	pid, sendErr := p.Send(ctx, out)
+	if sendErr == nil {
+		ref, _ := json.Marshal(map[string]string{"emailId": id})
+		refOp := &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: providerRefID(r.Provider, pid), Type: typeProviderRef, Data: ref}}}
+		_, err := s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+			r.ProviderID = pid
+			r.Error = ""
+			if rank[r.Status] < rank[StatusSent] {
+				r.Status = StatusSent
+			}
+			r.addEvent(event{Type: StatusSent, At: ts(s.now())})
+			return true, []*dbv1.Op{refOp}, nil
+		})
+		return 0, false, err
+	}
+	var pe *ProviderError
+	if !errors.As(sendErr, &pe) {
+		pe = &ProviderError{Provider: r.Provider, Reason: sendErr.Error(), Temporary: true}
+	}
+	retry := pe.Temporary && r.Attempts < s.cfg.MaxAttempts
+	wait := s.backoff(r.Attempts, pe.RetryAfter)
+	_, err = s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+		if r.Status != StatusSending {
+			return false, nil, nil
+		}
+		r.Error = pe.Error()
+		if retry {
+			r.Status = StatusQueued
+			r.addEvent(event{Type: "retrying", At: ts(s.now()), Reason: pe.Error() + "; next attempt in " + wait.Round(time.Second).String()})
+		} else {
+			r.Status = StatusFailed
+			r.addEvent(event{Type: StatusFailed, At: ts(s.now()), Reason: pe.Error()})
+		}
+		return true, nil, nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return wait, retry, nil
+}
+
+func providerRefID(provider, pid string) string {
+	return "pid_" + hashHex(provider, pid)[:48]
+}
+
+// emailForProviderID finds dotdo's id of the message a provider knows as pid.
+func (s *Service) emailForProviderID(ctx context.Context, provider, pid string) (string, error) {
+	res, err := s.db.Get(ctx, connect.NewRequest(&dbv1.GetRequest{Ns: Namespace, Id: providerRefID(provider, pid)}))
+	if err != nil {
+		return "", err
+	}
+	var ref struct {
+		EmailID string `json:"emailId"`
+	}
+	json.Unmarshal(res.Msg.Thing.Data, &ref)
+	return ref.EmailID, nil
+}
