@@ -57,3 +57,30 @@ func (i *instrumented) DeleteRelationship(ctx context.Context, r *connect.Reques
 func (i *instrumented) Related(ctx context.Context, r *connect.Request[dbv1.RelatedRequest]) (*connect.Response[dbv1.RelatedResponse], error) {
 	return observe(i, "Related", i.api.Related, ctx, r)
 }
+func (i *instrumented) Search(ctx context.Context, r *connect.Request[dbv1.SearchRequest]) (*connect.Response[dbv1.SearchResponse], error) {
+	return observe(i, "Search", i.api.Search, ctx, r)
+}
+func (i *instrumented) GetSearchConfig(ctx context.Context, r *connect.Request[dbv1.GetSearchConfigRequest]) (*connect.Response[dbv1.SearchConfigResponse], error) {
+	return observe(i, "GetSearchConfig", i.api.GetSearchConfig, ctx, r)
+}
+func (i *instrumented) SetSearchConfig(ctx context.Context, r *connect.Request[dbv1.SetSearchConfigRequest]) (*connect.Response[dbv1.SearchConfigResponse], error) {
+	return observe(i, "SetSearchConfig", i.api.SetSearchConfig, ctx, r)
+}
+func (i *instrumented) GenerateMissingEmbeddings(ctx context.Context, r *connect.Request[dbv1.GenerateMissingEmbeddingsRequest]) (*connect.Response[dbv1.GenerateMissingEmbeddingsResponse], error) {
+	return observe(i, "GenerateMissingEmbeddings", i.api.GenerateMissingEmbeddings, ctx, r)
+}
+func (i *instrumented) IngestEvents(ctx context.Context, r *connect.Request[dbv1.IngestEventsRequest]) (*connect.Response[dbv1.IngestEventsResponse], error) {
+	return observe(i, "IngestEvents", i.api.IngestEvents, ctx, r)
+}
+func (i *instrumented) UpdateAnalytics(ctx context.Context, r *connect.Request[dbv1.UpdateAnalyticsRequest]) (*connect.Response[dbv1.UpdateAnalyticsResponse], error) {
+	return observe(i, "UpdateAnalytics", i.api.UpdateAnalytics, ctx, r)
+}
+func (i *instrumented) QueryAnalytics(ctx context.Context, r *connect.Request[dbv1.QueryAnalyticsRequest]) (*connect.Response[dbv1.QueryAnalyticsResponse], error) {
+	return observe(i, "QueryAnalytics", i.api.QueryAnalytics, ctx, r)
+}
+func (i *instrumented) SetRollupProperty(ctx context.Context, r *connect.Request[dbv1.SetRollupPropertyRequest]) (*connect.Response[dbv1.SetRollupPropertyResponse], error) {
+	return observe(i, "SetRollupProperty", i.api.SetRollupProperty, ctx, r)
+}
+func (i *instrumented) Stats(ctx context.Context, r *connect.Request[dbv1.StatsRequest]) (*connect.Response[dbv1.StatsResponse], error) {
+	return observe(i, "Stats", i.api.Stats, ctx, r)
+}

@@ -30,6 +30,21 @@ type API interface {
 	PutRelationship(context.Context, *connect.Request[dbv1.PutRelationshipRequest]) (*connect.Response[dbv1.PutRelationshipResponse], error)
 	DeleteRelationship(context.Context, *connect.Request[dbv1.DeleteRelationshipRequest]) (*connect.Response[dbv1.DeleteRelationshipResponse], error)
 	Related(context.Context, *connect.Request[dbv1.RelatedRequest]) (*connect.Response[dbv1.RelatedResponse], error)
+	SearchAPI
+}
+
+// SearchAPI is the search and analytics part of API (search.go,
+// analytics.go).
+type SearchAPI interface {
+	Search(context.Context, *connect.Request[dbv1.SearchRequest]) (*connect.Response[dbv1.SearchResponse], error)
+	GetSearchConfig(context.Context, *connect.Request[dbv1.GetSearchConfigRequest]) (*connect.Response[dbv1.SearchConfigResponse], error)
+	SetSearchConfig(context.Context, *connect.Request[dbv1.SetSearchConfigRequest]) (*connect.Response[dbv1.SearchConfigResponse], error)
+	GenerateMissingEmbeddings(context.Context, *connect.Request[dbv1.GenerateMissingEmbeddingsRequest]) (*connect.Response[dbv1.GenerateMissingEmbeddingsResponse], error)
+	IngestEvents(context.Context, *connect.Request[dbv1.IngestEventsRequest]) (*connect.Response[dbv1.IngestEventsResponse], error)
+	UpdateAnalytics(context.Context, *connect.Request[dbv1.UpdateAnalyticsRequest]) (*connect.Response[dbv1.UpdateAnalyticsResponse], error)
+	QueryAnalytics(context.Context, *connect.Request[dbv1.QueryAnalyticsRequest]) (*connect.Response[dbv1.QueryAnalyticsResponse], error)
+	SetRollupProperty(context.Context, *connect.Request[dbv1.SetRollupPropertyRequest]) (*connect.Response[dbv1.SetRollupPropertyResponse], error)
+	Stats(context.Context, *connect.Request[dbv1.StatsRequest]) (*connect.Response[dbv1.StatsResponse], error)
 }
 
 // RouteOptions configure the REST routes.
@@ -44,7 +59,7 @@ type RouteOptions struct {
 
 // Prefixes are the public path prefixes the db service answers; the
 // gateway routes them here.
-var Prefixes = []string{"/v1/things", "/v1/relationships", "/v1/search"}
+var Prefixes = []string{"/v1/things", "/v1/relationships", "/v1/search", "/v1/analytics", "/v1/stats"}
 
 // Routes registers the db service's REST routes on mux.
 func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
@@ -61,7 +76,7 @@ func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
 	mux.HandleFunc("GET /v1/things/{ns}/{id}/related", read(h.related))
 	mux.HandleFunc("PUT /v1/relationships/{ns}", write(h.putRelationship))
 	mux.HandleFunc("DELETE /v1/relationships/{ns}", write(h.deleteRelationship))
-	mux.HandleFunc("POST /v1/search", h.need("search:read")(h.search))
+	searchRoutes(mux, h)
 }
 
 // need returns a wrapper that checks the caller may use permission on the
@@ -755,8 +770,4 @@ func (h *rest) deleteRelationship(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (h *rest) search(w http.ResponseWriter, r *http.Request) {
-	h.fail(w, r, apierr.New(apierr.NotImplemented, "search is not available yet: it arrives with the search issue"))
 }

@@ -6,6 +6,7 @@
 package thingsdb
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -50,6 +51,8 @@ type Service struct {
 	upsertStmt, createStmt *sql.Stmt
 	mu                     sync.Mutex
 	stmts                  map[string]*sql.Stmt // prepared list statements by SQL text
+
+	searchState // search.go: vector index, embedder, search settings
 }
 
 // New returns the db service over an open, migrated backend.
@@ -66,11 +69,15 @@ func New(be Backend, logger *slog.Logger) (*Service, error) {
 	if s.createStmt, err = be.Write.Prepare(s.d.rebind(createThing)); err != nil {
 		return nil, fmt.Errorf("prepare create: %w", err)
 	}
+	if err := s.startSearch(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
 // Close releases prepared statements; the caller closes the pools.
 func (s *Service) Close() error {
+	s.stopSearch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, st := range s.stmts {
@@ -226,6 +233,7 @@ func (s *Service) Put(ctx context.Context, req *connect.Request[dbv1.PutRequest]
 	if err != nil {
 		return nil, err
 	}
+	s.afterWrite(ctx, []*dbv1.Thing{res.Thing}, nil)
 	return connect.NewResponse(&dbv1.PutResponse{Thing: res.Thing, Created: res.Created}), nil
 }
 
@@ -302,6 +310,11 @@ func (s *Service) write(ctx context.Context, tx *sql.Tx, w *dbv1.Write, now int6
 	if err != nil {
 		return nil, err
 	}
+	if len(w.Embedding) > 0 {
+		if err := s.checkDims(ctx, tx, w.Ns, len(w.Embedding)); err != nil {
+			return nil, err
+		}
+	}
 	t := &dbv1.Thing{Ns: w.Ns, Id: w.Id, Type: p.typ, Data: p.data, Content: p.content, Embedding: w.Embedding, UpdatedAt: now, ExpiresAt: p.expires}
 	switch {
 	case w.IfVersion != 0 || w.Condition == dbv1.Condition_CONDITION_MUST_EXIST:
@@ -374,6 +387,12 @@ func (s *Service) patch(ctx context.Context, tx *sql.Tx, w *dbv1.Write, now int6
 	}
 	next.Ns, next.Id, next.IfVersion, next.Condition = w.Ns, w.Id, cur.Version, dbv1.Condition_CONDITION_MUST_EXIST
 	next.Embedding = cur.Embedding
+	if next.Content != cur.Content || !bytes.Equal(next.Data, cur.Data) {
+		// An embedding made from the old text would be stale.
+		if cfg, err := s.config(ctx, w.Ns); err == nil && cfg.embedOnWrite {
+			next.Embedding = nil
+		}
+	}
 	return s.write(ctx, tx, next, now)
 }
 
@@ -487,6 +506,7 @@ func (s *Service) Delete(ctx context.Context, req *connect.Request[dbv1.DeleteRe
 	if err != nil {
 		return nil, err
 	}
+	s.afterWrite(ctx, nil, [][2]string{{req.Msg.Ns, req.Msg.Id}})
 	return connect.NewResponse(&dbv1.DeleteResponse{}), nil
 }
 
@@ -576,6 +596,16 @@ func (s *Service) Batch(ctx context.Context, req *connect.Request[dbv1.BatchRequ
 	if err != nil {
 		return nil, err
 	}
+	var written []*dbv1.Thing
+	var deleted [][2]string
+	for _, r := range results {
+		if r.Deleted {
+			deleted = append(deleted, [2]string{ns, r.Thing.GetId()})
+		} else {
+			written = append(written, r.Thing)
+		}
+	}
+	s.afterWrite(ctx, written, deleted)
 	return connect.NewResponse(&dbv1.BatchResponse{Results: results}), nil
 }
 

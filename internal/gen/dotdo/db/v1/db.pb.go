@@ -1639,6 +1639,1369 @@ func (x *HealthResponse) GetStatus() string {
 	return ""
 }
 
+// SearchRequest is a full-text, vector or hybrid search in one namespace.
+type SearchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	// query is full text in the syntax of docs/search.md (words, "phrases",
+	// OR, -exclude).
+	Query string `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	// vector is the query embedding; when empty and the mode needs one, the
+	// query text is embedded with the service's embedder.
+	Vector []float32 `protobuf:"fixed32,3,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	// mode is fulltext, vector or hybrid; empty picks hybrid when both a
+	// query and a vector (or an embedder) are there, else the one possible.
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// where is the JSON filter document of List.
+	Where  string `protobuf:"bytes,6,opt,name=where,proto3" json:"where,omitempty"`
+	Limit  int32  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor string `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Hybrid: the weights of the full-text and vector legs (0 means 1) and
+	// the RRF constant k (0 means 60).
+	FulltextWeight float32 `protobuf:"fixed32,9,opt,name=fulltext_weight,json=fulltextWeight,proto3" json:"fulltext_weight,omitempty"`
+	VectorWeight   float32 `protobuf:"fixed32,10,opt,name=vector_weight,json=vectorWeight,proto3" json:"vector_weight,omitempty"`
+	RrfK           int32   `protobuf:"varint,11,opt,name=rrf_k,json=rrfK,proto3" json:"rrf_k,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SearchRequest) Reset() {
+	*x = SearchRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchRequest) ProtoMessage() {}
+
+func (x *SearchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchRequest.ProtoReflect.Descriptor instead.
+func (*SearchRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SearchRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
+func (x *SearchRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetWhere() string {
+	if x != nil {
+		return x.Where
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SearchRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *SearchRequest) GetFulltextWeight() float32 {
+	if x != nil {
+		return x.FulltextWeight
+	}
+	return 0
+}
+
+func (x *SearchRequest) GetVectorWeight() float32 {
+	if x != nil {
+		return x.VectorWeight
+	}
+	return 0
+}
+
+func (x *SearchRequest) GetRrfK() int32 {
+	if x != nil {
+		return x.RrfK
+	}
+	return 0
+}
+
+type SearchHit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Thing *Thing                 `protobuf:"bytes,1,opt,name=thing,proto3" json:"thing,omitempty"`
+	// score: -bm25 (SQLite) or ts_rank_cd (PostgreSQL) for full text, cosine
+	// similarity for vector, the RRF sum for hybrid. Higher is better.
+	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
+	// snippet is a part of the content with matched words in <mark></mark>.
+	Snippet string `protobuf:"bytes,3,opt,name=snippet,proto3" json:"snippet,omitempty"`
+	// The 1-based rank of the thing in each leg; 0 when it is not in it.
+	FulltextRank  int32 `protobuf:"varint,4,opt,name=fulltext_rank,json=fulltextRank,proto3" json:"fulltext_rank,omitempty"`
+	VectorRank    int32 `protobuf:"varint,5,opt,name=vector_rank,json=vectorRank,proto3" json:"vector_rank,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchHit) Reset() {
+	*x = SearchHit{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchHit) ProtoMessage() {}
+
+func (x *SearchHit) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchHit.ProtoReflect.Descriptor instead.
+func (*SearchHit) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SearchHit) GetThing() *Thing {
+	if x != nil {
+		return x.Thing
+	}
+	return nil
+}
+
+func (x *SearchHit) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *SearchHit) GetSnippet() string {
+	if x != nil {
+		return x.Snippet
+	}
+	return ""
+}
+
+func (x *SearchHit) GetFulltextRank() int32 {
+	if x != nil {
+		return x.FulltextRank
+	}
+	return 0
+}
+
+func (x *SearchHit) GetVectorRank() int32 {
+	if x != nil {
+		return x.VectorRank
+	}
+	return 0
+}
+
+type SearchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*SearchHit           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	NextCursor    string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	Mode          string                 `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchResponse) Reset() {
+	*x = SearchResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchResponse) ProtoMessage() {}
+
+func (x *SearchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
+func (*SearchResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SearchResponse) GetItems() []*SearchHit {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SearchResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+func (x *SearchResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+// SearchConfig is a namespace's search settings.
+type SearchConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	// dims is the embedding dimension, fixed by the first embedding (0: none yet).
+	Dims         int32 `protobuf:"varint,2,opt,name=dims,proto3" json:"dims,omitempty"`
+	EmbedOnWrite bool  `protobuf:"varint,3,opt,name=embed_on_write,json=embedOnWrite,proto3" json:"embed_on_write,omitempty"`
+	// fields are data paths ("title", "author.name") indexed for full text
+	// beside content.
+	Fields        []string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchConfig) Reset() {
+	*x = SearchConfig{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchConfig) ProtoMessage() {}
+
+func (x *SearchConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchConfig.ProtoReflect.Descriptor instead.
+func (*SearchConfig) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SearchConfig) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *SearchConfig) GetDims() int32 {
+	if x != nil {
+		return x.Dims
+	}
+	return 0
+}
+
+func (x *SearchConfig) GetEmbedOnWrite() bool {
+	if x != nil {
+		return x.EmbedOnWrite
+	}
+	return false
+}
+
+func (x *SearchConfig) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+type GetSearchConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSearchConfigRequest) Reset() {
+	*x = GetSearchConfigRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSearchConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSearchConfigRequest) ProtoMessage() {}
+
+func (x *GetSearchConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSearchConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetSearchConfigRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetSearchConfigRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+type SetSearchConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *SearchConfig          `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSearchConfigRequest) Reset() {
+	*x = SetSearchConfigRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSearchConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSearchConfigRequest) ProtoMessage() {}
+
+func (x *SetSearchConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSearchConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetSearchConfigRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SetSearchConfigRequest) GetConfig() *SearchConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type SearchConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *SearchConfig          `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchConfigResponse) Reset() {
+	*x = SearchConfigResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchConfigResponse) ProtoMessage() {}
+
+func (x *SearchConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchConfigResponse.ProtoReflect.Descriptor instead.
+func (*SearchConfigResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SearchConfigResponse) GetConfig() *SearchConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type GenerateMissingEmbeddingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ns limits the run to one namespace; empty means every namespace with
+	// embed_on_write.
+	Ns string `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	// batch_size is how many things go to the embedder at once (default 64).
+	BatchSize int32 `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	// max bounds the things embedded by this call (default 10000); call
+	// again while done is false.
+	Max           int32 `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateMissingEmbeddingsRequest) Reset() {
+	*x = GenerateMissingEmbeddingsRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateMissingEmbeddingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateMissingEmbeddingsRequest) ProtoMessage() {}
+
+func (x *GenerateMissingEmbeddingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateMissingEmbeddingsRequest.ProtoReflect.Descriptor instead.
+func (*GenerateMissingEmbeddingsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GenerateMissingEmbeddingsRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *GenerateMissingEmbeddingsRequest) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *GenerateMissingEmbeddingsRequest) GetMax() int32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type GenerateMissingEmbeddingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Embedded      int64                  `protobuf:"varint,1,opt,name=embedded,proto3" json:"embedded,omitempty"`
+	Failed        int64                  `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	Done          bool                   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateMissingEmbeddingsResponse) Reset() {
+	*x = GenerateMissingEmbeddingsResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateMissingEmbeddingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateMissingEmbeddingsResponse) ProtoMessage() {}
+
+func (x *GenerateMissingEmbeddingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateMissingEmbeddingsResponse.ProtoReflect.Descriptor instead.
+func (*GenerateMissingEmbeddingsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GenerateMissingEmbeddingsResponse) GetEmbedded() int64 {
+	if x != nil {
+		return x.Embedded
+	}
+	return 0
+}
+
+func (x *GenerateMissingEmbeddingsResponse) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *GenerateMissingEmbeddingsResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// Event is one analytics event.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// properties is a JSON object.
+	Properties []byte `protobuf:"bytes,3,opt,name=properties,proto3" json:"properties,omitempty"`
+	// timestamp is Unix microseconds; 0 means when received.
+	Timestamp     int64 `protobuf:"varint,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Event) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *Event) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Event) GetProperties() []byte {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+func (x *Event) GetTimestamp() int64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+type IngestEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestEventsRequest) Reset() {
+	*x = IngestEventsRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestEventsRequest) ProtoMessage() {}
+
+func (x *IngestEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestEventsRequest.ProtoReflect.Descriptor instead.
+func (*IngestEventsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *IngestEventsRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type IngestEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestEventsResponse) Reset() {
+	*x = IngestEventsResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestEventsResponse) ProtoMessage() {}
+
+func (x *IngestEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestEventsResponse.ProtoReflect.Descriptor instead.
+func (*IngestEventsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *IngestEventsResponse) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+type UpdateAnalyticsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_events bounds the events rolled up by one call (default 1,000,000).
+	MaxEvents     int32 `protobuf:"varint,1,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAnalyticsRequest) Reset() {
+	*x = UpdateAnalyticsRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAnalyticsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAnalyticsRequest) ProtoMessage() {}
+
+func (x *UpdateAnalyticsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAnalyticsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAnalyticsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UpdateAnalyticsRequest) GetMaxEvents() int32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+type UpdateAnalyticsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rolled        int64                  `protobuf:"varint,1,opt,name=rolled,proto3" json:"rolled,omitempty"`
+	Done          bool                   `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAnalyticsResponse) Reset() {
+	*x = UpdateAnalyticsResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAnalyticsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAnalyticsResponse) ProtoMessage() {}
+
+func (x *UpdateAnalyticsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAnalyticsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAnalyticsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UpdateAnalyticsResponse) GetRolled() int64 {
+	if x != nil {
+		return x.Rolled
+	}
+	return 0
+}
+
+func (x *UpdateAnalyticsResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+type QueryAnalyticsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Event string                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// [from, to) in Unix microseconds, widened to whole buckets.
+	From int64 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	To   int64 `protobuf:"varint,4,opt,name=to,proto3" json:"to,omitempty"`
+	// bucket is hour or day.
+	Bucket string `protobuf:"bytes,5,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// group_by is a property name; empty counts all.
+	GroupBy       string `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryAnalyticsRequest) Reset() {
+	*x = QueryAnalyticsRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryAnalyticsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryAnalyticsRequest) ProtoMessage() {}
+
+func (x *QueryAnalyticsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryAnalyticsRequest.ProtoReflect.Descriptor instead.
+func (*QueryAnalyticsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *QueryAnalyticsRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *QueryAnalyticsRequest) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *QueryAnalyticsRequest) GetFrom() int64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *QueryAnalyticsRequest) GetTo() int64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *QueryAnalyticsRequest) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *QueryAnalyticsRequest) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+type AnalyticsRow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bucket        int64                  `protobuf:"varint,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalyticsRow) Reset() {
+	*x = AnalyticsRow{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalyticsRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalyticsRow) ProtoMessage() {}
+
+func (x *AnalyticsRow) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalyticsRow.ProtoReflect.Descriptor instead.
+func (*AnalyticsRow) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AnalyticsRow) GetBucket() int64 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *AnalyticsRow) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *AnalyticsRow) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type QueryAnalyticsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rows  []*AnalyticsRow        `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	// from_rollups is false when the grouping is not rolled up and raw
+	// events were counted.
+	FromRollups   bool  `protobuf:"varint,2,opt,name=from_rollups,json=fromRollups,proto3" json:"from_rollups,omitempty"`
+	From          int64 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	To            int64 `protobuf:"varint,4,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryAnalyticsResponse) Reset() {
+	*x = QueryAnalyticsResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryAnalyticsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryAnalyticsResponse) ProtoMessage() {}
+
+func (x *QueryAnalyticsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryAnalyticsResponse.ProtoReflect.Descriptor instead.
+func (*QueryAnalyticsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *QueryAnalyticsResponse) GetRows() []*AnalyticsRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *QueryAnalyticsResponse) GetFromRollups() bool {
+	if x != nil {
+		return x.FromRollups
+	}
+	return false
+}
+
+func (x *QueryAnalyticsResponse) GetFrom() int64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *QueryAnalyticsResponse) GetTo() int64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+type SetRollupPropertyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ns    string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Event string                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// property is the one property rollups of the event group by; empty
+	// removes it.
+	Property      string `protobuf:"bytes,3,opt,name=property,proto3" json:"property,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRollupPropertyRequest) Reset() {
+	*x = SetRollupPropertyRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRollupPropertyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRollupPropertyRequest) ProtoMessage() {}
+
+func (x *SetRollupPropertyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRollupPropertyRequest.ProtoReflect.Descriptor instead.
+func (*SetRollupPropertyRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *SetRollupPropertyRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *SetRollupPropertyRequest) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *SetRollupPropertyRequest) GetProperty() string {
+	if x != nil {
+		return x.Property
+	}
+	return ""
+}
+
+type SetRollupPropertyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRollupPropertyResponse) Reset() {
+	*x = SetRollupPropertyResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRollupPropertyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRollupPropertyResponse) ProtoMessage() {}
+
+func (x *SetRollupPropertyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRollupPropertyResponse.ProtoReflect.Descriptor instead.
+func (*SetRollupPropertyResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{44}
+}
+
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *StatsRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+type TypeCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypeCount) Reset() {
+	*x = TypeCount{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypeCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypeCount) ProtoMessage() {}
+
+func (x *TypeCount) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypeCount.ProtoReflect.Descriptor instead.
+func (*TypeCount) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TypeCount) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *TypeCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type StatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Things        int64                  `protobuf:"varint,2,opt,name=things,proto3" json:"things,omitempty"`
+	Types         []*TypeCount           `protobuf:"bytes,3,rep,name=types,proto3" json:"types,omitempty"`
+	Relationships int64                  `protobuf:"varint,4,opt,name=relationships,proto3" json:"relationships,omitempty"`
+	Embeddings    int64                  `protobuf:"varint,5,opt,name=embeddings,proto3" json:"embeddings,omitempty"`
+	// storage_bytes is the size of data, content and embeddings of live things.
+	StorageBytes  int64 `protobuf:"varint,6,opt,name=storage_bytes,json=storageBytes,proto3" json:"storage_bytes,omitempty"`
+	Events        int64 `protobuf:"varint,7,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StatsResponse) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *StatsResponse) GetThings() int64 {
+	if x != nil {
+		return x.Things
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetTypes() []*TypeCount {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetRelationships() int64 {
+	if x != nil {
+		return x.Relationships
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetEmbeddings() int64 {
+	if x != nil {
+		return x.Embeddings
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetStorageBytes() int64 {
+	if x != nil {
+		return x.StorageBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
 var File_dotdo_db_v1_db_proto protoreflect.FileDescriptor
 
 const file_dotdo_db_v1_db_proto_rawDesc = "" +
@@ -1757,11 +3120,109 @@ const file_dotdo_db_v1_db_proto_rawDesc = "" +
 	"\x06purged\x18\x01 \x01(\x03R\x06purged\"\x0f\n" +
 	"\rHealthRequest\"(\n" +
 	"\x0eHealthResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06status*W\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\"\x9c\x02\n" +
+	"\rSearchRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05query\x18\x02 \x01(\tR\x05query\x12\x16\n" +
+	"\x06vector\x18\x03 \x03(\x02R\x06vector\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x14\n" +
+	"\x05where\x18\x06 \x01(\tR\x05where\x12\x14\n" +
+	"\x05limit\x18\a \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06cursor\x18\b \x01(\tR\x06cursor\x12'\n" +
+	"\x0ffulltext_weight\x18\t \x01(\x02R\x0efulltextWeight\x12#\n" +
+	"\rvector_weight\x18\n" +
+	" \x01(\x02R\fvectorWeight\x12\x13\n" +
+	"\x05rrf_k\x18\v \x01(\x05R\x04rrfK\"\xab\x01\n" +
+	"\tSearchHit\x12(\n" +
+	"\x05thing\x18\x01 \x01(\v2\x12.dotdo.db.v1.ThingR\x05thing\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x18\n" +
+	"\asnippet\x18\x03 \x01(\tR\asnippet\x12#\n" +
+	"\rfulltext_rank\x18\x04 \x01(\x05R\ffulltextRank\x12\x1f\n" +
+	"\vvector_rank\x18\x05 \x01(\x05R\n" +
+	"vectorRank\"s\n" +
+	"\x0eSearchResponse\x12,\n" +
+	"\x05items\x18\x01 \x03(\v2\x16.dotdo.db.v1.SearchHitR\x05items\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\"p\n" +
+	"\fSearchConfig\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x12\n" +
+	"\x04dims\x18\x02 \x01(\x05R\x04dims\x12$\n" +
+	"\x0eembed_on_write\x18\x03 \x01(\bR\fembedOnWrite\x12\x16\n" +
+	"\x06fields\x18\x04 \x03(\tR\x06fields\"(\n" +
+	"\x16GetSearchConfigRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\"K\n" +
+	"\x16SetSearchConfigRequest\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.dotdo.db.v1.SearchConfigR\x06config\"I\n" +
+	"\x14SearchConfigResponse\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.dotdo.db.v1.SearchConfigR\x06config\"c\n" +
+	" GenerateMissingEmbeddingsRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x02 \x01(\x05R\tbatchSize\x12\x10\n" +
+	"\x03max\x18\x03 \x01(\x05R\x03max\"k\n" +
+	"!GenerateMissingEmbeddingsResponse\x12\x1a\n" +
+	"\bembedded\x18\x01 \x01(\x03R\bembedded\x12\x16\n" +
+	"\x06failed\x18\x02 \x01(\x03R\x06failed\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\"i\n" +
+	"\x05Event\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"properties\x18\x03 \x01(\fR\n" +
+	"properties\x12\x1c\n" +
+	"\ttimestamp\x18\x04 \x01(\x03R\ttimestamp\"A\n" +
+	"\x13IngestEventsRequest\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.dotdo.db.v1.EventR\x06events\"2\n" +
+	"\x14IngestEventsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x03R\baccepted\"7\n" +
+	"\x16UpdateAnalyticsRequest\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x01 \x01(\x05R\tmaxEvents\"E\n" +
+	"\x17UpdateAnalyticsResponse\x12\x16\n" +
+	"\x06rolled\x18\x01 \x01(\x03R\x06rolled\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"\x94\x01\n" +
+	"\x15QueryAnalyticsRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x03R\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\x03R\x02to\x12\x16\n" +
+	"\x06bucket\x18\x05 \x01(\tR\x06bucket\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\"R\n" +
+	"\fAnalyticsRow\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\x03R\x06bucket\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\x8e\x01\n" +
+	"\x16QueryAnalyticsResponse\x12-\n" +
+	"\x04rows\x18\x01 \x03(\v2\x19.dotdo.db.v1.AnalyticsRowR\x04rows\x12!\n" +
+	"\ffrom_rollups\x18\x02 \x01(\bR\vfromRollups\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x03R\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\x03R\x02to\"\\\n" +
+	"\x18SetRollupPropertyRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12\x1a\n" +
+	"\bproperty\x18\x03 \x01(\tR\bproperty\"\x1b\n" +
+	"\x19SetRollupPropertyResponse\"\x1e\n" +
+	"\fStatsRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\"5\n" +
+	"\tTypeCount\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xe8\x01\n" +
+	"\rStatsResponse\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x16\n" +
+	"\x06things\x18\x02 \x01(\x03R\x06things\x12,\n" +
+	"\x05types\x18\x03 \x03(\v2\x16.dotdo.db.v1.TypeCountR\x05types\x12$\n" +
+	"\rrelationships\x18\x04 \x01(\x03R\rrelationships\x12\x1e\n" +
+	"\n" +
+	"embeddings\x18\x05 \x01(\x03R\n" +
+	"embeddings\x12#\n" +
+	"\rstorage_bytes\x18\x06 \x01(\x03R\fstorageBytes\x12\x16\n" +
+	"\x06events\x18\a \x01(\x03R\x06events*W\n" +
 	"\tCondition\x12\x12\n" +
 	"\x0eCONDITION_NONE\x10\x00\x12\x1c\n" +
 	"\x18CONDITION_MUST_NOT_EXIST\x10\x01\x12\x18\n" +
-	"\x14CONDITION_MUST_EXIST\x10\x022\xf6\x05\n" +
+	"\x14CONDITION_MUST_EXIST\x10\x022\xb1\f\n" +
 	"\tDBService\x12=\n" +
 	"\x03Get\x12\x17.dotdo.db.v1.GetRequest\x1a\x18.dotdo.db.v1.GetResponse\"\x03\x90\x02\x01\x128\n" +
 	"\x03Put\x12\x17.dotdo.db.v1.PutRequest\x1a\x18.dotdo.db.v1.PutResponse\x12A\n" +
@@ -1772,7 +3233,16 @@ const file_dotdo_db_v1_db_proto_rawDesc = "" +
 	"\x12DeleteRelationship\x12&.dotdo.db.v1.DeleteRelationshipRequest\x1a'.dotdo.db.v1.DeleteRelationshipResponse\x12I\n" +
 	"\aRelated\x12\x1b.dotdo.db.v1.RelatedRequest\x1a\x1c.dotdo.db.v1.RelatedResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fPurgeExpired\x12 .dotdo.db.v1.PurgeExpiredRequest\x1a!.dotdo.db.v1.PurgeExpiredResponse\x12F\n" +
-	"\x06Health\x12\x1a.dotdo.db.v1.HealthRequest\x1a\x1b.dotdo.db.v1.HealthResponse\"\x03\x90\x02\x01B6Z4github.com/dotdo/dotdo/internal/gen/dotdo/db/v1;dbv1b\x06proto3"
+	"\x06Health\x12\x1a.dotdo.db.v1.HealthRequest\x1a\x1b.dotdo.db.v1.HealthResponse\"\x03\x90\x02\x01\x12F\n" +
+	"\x06Search\x12\x1a.dotdo.db.v1.SearchRequest\x1a\x1b.dotdo.db.v1.SearchResponse\"\x03\x90\x02\x01\x12^\n" +
+	"\x0fGetSearchConfig\x12#.dotdo.db.v1.GetSearchConfigRequest\x1a!.dotdo.db.v1.SearchConfigResponse\"\x03\x90\x02\x01\x12Y\n" +
+	"\x0fSetSearchConfig\x12#.dotdo.db.v1.SetSearchConfigRequest\x1a!.dotdo.db.v1.SearchConfigResponse\x12z\n" +
+	"\x19GenerateMissingEmbeddings\x12-.dotdo.db.v1.GenerateMissingEmbeddingsRequest\x1a..dotdo.db.v1.GenerateMissingEmbeddingsResponse\x12S\n" +
+	"\fIngestEvents\x12 .dotdo.db.v1.IngestEventsRequest\x1a!.dotdo.db.v1.IngestEventsResponse\x12\\\n" +
+	"\x0fUpdateAnalytics\x12#.dotdo.db.v1.UpdateAnalyticsRequest\x1a$.dotdo.db.v1.UpdateAnalyticsResponse\x12^\n" +
+	"\x0eQueryAnalytics\x12\".dotdo.db.v1.QueryAnalyticsRequest\x1a#.dotdo.db.v1.QueryAnalyticsResponse\"\x03\x90\x02\x01\x12b\n" +
+	"\x11SetRollupProperty\x12%.dotdo.db.v1.SetRollupPropertyRequest\x1a&.dotdo.db.v1.SetRollupPropertyResponse\x12C\n" +
+	"\x05Stats\x12\x19.dotdo.db.v1.StatsRequest\x1a\x1a.dotdo.db.v1.StatsResponse\"\x03\x90\x02\x01B6Z4github.com/dotdo/dotdo/internal/gen/dotdo/db/v1;dbv1b\x06proto3"
 
 var (
 	file_dotdo_db_v1_db_proto_rawDescOnce sync.Once
@@ -1787,35 +3257,57 @@ func file_dotdo_db_v1_db_proto_rawDescGZIP() []byte {
 }
 
 var file_dotdo_db_v1_db_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dotdo_db_v1_db_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_dotdo_db_v1_db_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_dotdo_db_v1_db_proto_goTypes = []any{
-	(Condition)(0),                     // 0: dotdo.db.v1.Condition
-	(*Thing)(nil),                      // 1: dotdo.db.v1.Thing
-	(*Write)(nil),                      // 2: dotdo.db.v1.Write
-	(*GetRequest)(nil),                 // 3: dotdo.db.v1.GetRequest
-	(*GetResponse)(nil),                // 4: dotdo.db.v1.GetResponse
-	(*PutRequest)(nil),                 // 5: dotdo.db.v1.PutRequest
-	(*PutResponse)(nil),                // 6: dotdo.db.v1.PutResponse
-	(*DeleteRequest)(nil),              // 7: dotdo.db.v1.DeleteRequest
-	(*DeleteResponse)(nil),             // 8: dotdo.db.v1.DeleteResponse
-	(*ListRequest)(nil),                // 9: dotdo.db.v1.ListRequest
-	(*ListResponse)(nil),               // 10: dotdo.db.v1.ListResponse
-	(*Op)(nil),                         // 11: dotdo.db.v1.Op
-	(*BatchRequest)(nil),               // 12: dotdo.db.v1.BatchRequest
-	(*OpResult)(nil),                   // 13: dotdo.db.v1.OpResult
-	(*BatchResponse)(nil),              // 14: dotdo.db.v1.BatchResponse
-	(*Relationship)(nil),               // 15: dotdo.db.v1.Relationship
-	(*PutRelationshipRequest)(nil),     // 16: dotdo.db.v1.PutRelationshipRequest
-	(*PutRelationshipResponse)(nil),    // 17: dotdo.db.v1.PutRelationshipResponse
-	(*DeleteRelationshipRequest)(nil),  // 18: dotdo.db.v1.DeleteRelationshipRequest
-	(*DeleteRelationshipResponse)(nil), // 19: dotdo.db.v1.DeleteRelationshipResponse
-	(*RelatedRequest)(nil),             // 20: dotdo.db.v1.RelatedRequest
-	(*Related)(nil),                    // 21: dotdo.db.v1.Related
-	(*RelatedResponse)(nil),            // 22: dotdo.db.v1.RelatedResponse
-	(*PurgeExpiredRequest)(nil),        // 23: dotdo.db.v1.PurgeExpiredRequest
-	(*PurgeExpiredResponse)(nil),       // 24: dotdo.db.v1.PurgeExpiredResponse
-	(*HealthRequest)(nil),              // 25: dotdo.db.v1.HealthRequest
-	(*HealthResponse)(nil),             // 26: dotdo.db.v1.HealthResponse
+	(Condition)(0),                            // 0: dotdo.db.v1.Condition
+	(*Thing)(nil),                             // 1: dotdo.db.v1.Thing
+	(*Write)(nil),                             // 2: dotdo.db.v1.Write
+	(*GetRequest)(nil),                        // 3: dotdo.db.v1.GetRequest
+	(*GetResponse)(nil),                       // 4: dotdo.db.v1.GetResponse
+	(*PutRequest)(nil),                        // 5: dotdo.db.v1.PutRequest
+	(*PutResponse)(nil),                       // 6: dotdo.db.v1.PutResponse
+	(*DeleteRequest)(nil),                     // 7: dotdo.db.v1.DeleteRequest
+	(*DeleteResponse)(nil),                    // 8: dotdo.db.v1.DeleteResponse
+	(*ListRequest)(nil),                       // 9: dotdo.db.v1.ListRequest
+	(*ListResponse)(nil),                      // 10: dotdo.db.v1.ListResponse
+	(*Op)(nil),                                // 11: dotdo.db.v1.Op
+	(*BatchRequest)(nil),                      // 12: dotdo.db.v1.BatchRequest
+	(*OpResult)(nil),                          // 13: dotdo.db.v1.OpResult
+	(*BatchResponse)(nil),                     // 14: dotdo.db.v1.BatchResponse
+	(*Relationship)(nil),                      // 15: dotdo.db.v1.Relationship
+	(*PutRelationshipRequest)(nil),            // 16: dotdo.db.v1.PutRelationshipRequest
+	(*PutRelationshipResponse)(nil),           // 17: dotdo.db.v1.PutRelationshipResponse
+	(*DeleteRelationshipRequest)(nil),         // 18: dotdo.db.v1.DeleteRelationshipRequest
+	(*DeleteRelationshipResponse)(nil),        // 19: dotdo.db.v1.DeleteRelationshipResponse
+	(*RelatedRequest)(nil),                    // 20: dotdo.db.v1.RelatedRequest
+	(*Related)(nil),                           // 21: dotdo.db.v1.Related
+	(*RelatedResponse)(nil),                   // 22: dotdo.db.v1.RelatedResponse
+	(*PurgeExpiredRequest)(nil),               // 23: dotdo.db.v1.PurgeExpiredRequest
+	(*PurgeExpiredResponse)(nil),              // 24: dotdo.db.v1.PurgeExpiredResponse
+	(*HealthRequest)(nil),                     // 25: dotdo.db.v1.HealthRequest
+	(*HealthResponse)(nil),                    // 26: dotdo.db.v1.HealthResponse
+	(*SearchRequest)(nil),                     // 27: dotdo.db.v1.SearchRequest
+	(*SearchHit)(nil),                         // 28: dotdo.db.v1.SearchHit
+	(*SearchResponse)(nil),                    // 29: dotdo.db.v1.SearchResponse
+	(*SearchConfig)(nil),                      // 30: dotdo.db.v1.SearchConfig
+	(*GetSearchConfigRequest)(nil),            // 31: dotdo.db.v1.GetSearchConfigRequest
+	(*SetSearchConfigRequest)(nil),            // 32: dotdo.db.v1.SetSearchConfigRequest
+	(*SearchConfigResponse)(nil),              // 33: dotdo.db.v1.SearchConfigResponse
+	(*GenerateMissingEmbeddingsRequest)(nil),  // 34: dotdo.db.v1.GenerateMissingEmbeddingsRequest
+	(*GenerateMissingEmbeddingsResponse)(nil), // 35: dotdo.db.v1.GenerateMissingEmbeddingsResponse
+	(*Event)(nil),                             // 36: dotdo.db.v1.Event
+	(*IngestEventsRequest)(nil),               // 37: dotdo.db.v1.IngestEventsRequest
+	(*IngestEventsResponse)(nil),              // 38: dotdo.db.v1.IngestEventsResponse
+	(*UpdateAnalyticsRequest)(nil),            // 39: dotdo.db.v1.UpdateAnalyticsRequest
+	(*UpdateAnalyticsResponse)(nil),           // 40: dotdo.db.v1.UpdateAnalyticsResponse
+	(*QueryAnalyticsRequest)(nil),             // 41: dotdo.db.v1.QueryAnalyticsRequest
+	(*AnalyticsRow)(nil),                      // 42: dotdo.db.v1.AnalyticsRow
+	(*QueryAnalyticsResponse)(nil),            // 43: dotdo.db.v1.QueryAnalyticsResponse
+	(*SetRollupPropertyRequest)(nil),          // 44: dotdo.db.v1.SetRollupPropertyRequest
+	(*SetRollupPropertyResponse)(nil),         // 45: dotdo.db.v1.SetRollupPropertyResponse
+	(*StatsRequest)(nil),                      // 46: dotdo.db.v1.StatsRequest
+	(*TypeCount)(nil),                         // 47: dotdo.db.v1.TypeCount
+	(*StatsResponse)(nil),                     // 48: dotdo.db.v1.StatsResponse
 }
 var file_dotdo_db_v1_db_proto_depIdxs = []int32{
 	0,  // 0: dotdo.db.v1.Write.condition:type_name -> dotdo.db.v1.Condition
@@ -1833,31 +3325,56 @@ var file_dotdo_db_v1_db_proto_depIdxs = []int32{
 	15, // 12: dotdo.db.v1.Related.relationship:type_name -> dotdo.db.v1.Relationship
 	1,  // 13: dotdo.db.v1.Related.thing:type_name -> dotdo.db.v1.Thing
 	21, // 14: dotdo.db.v1.RelatedResponse.items:type_name -> dotdo.db.v1.Related
-	3,  // 15: dotdo.db.v1.DBService.Get:input_type -> dotdo.db.v1.GetRequest
-	5,  // 16: dotdo.db.v1.DBService.Put:input_type -> dotdo.db.v1.PutRequest
-	7,  // 17: dotdo.db.v1.DBService.Delete:input_type -> dotdo.db.v1.DeleteRequest
-	9,  // 18: dotdo.db.v1.DBService.List:input_type -> dotdo.db.v1.ListRequest
-	12, // 19: dotdo.db.v1.DBService.Batch:input_type -> dotdo.db.v1.BatchRequest
-	16, // 20: dotdo.db.v1.DBService.PutRelationship:input_type -> dotdo.db.v1.PutRelationshipRequest
-	18, // 21: dotdo.db.v1.DBService.DeleteRelationship:input_type -> dotdo.db.v1.DeleteRelationshipRequest
-	20, // 22: dotdo.db.v1.DBService.Related:input_type -> dotdo.db.v1.RelatedRequest
-	23, // 23: dotdo.db.v1.DBService.PurgeExpired:input_type -> dotdo.db.v1.PurgeExpiredRequest
-	25, // 24: dotdo.db.v1.DBService.Health:input_type -> dotdo.db.v1.HealthRequest
-	4,  // 25: dotdo.db.v1.DBService.Get:output_type -> dotdo.db.v1.GetResponse
-	6,  // 26: dotdo.db.v1.DBService.Put:output_type -> dotdo.db.v1.PutResponse
-	8,  // 27: dotdo.db.v1.DBService.Delete:output_type -> dotdo.db.v1.DeleteResponse
-	10, // 28: dotdo.db.v1.DBService.List:output_type -> dotdo.db.v1.ListResponse
-	14, // 29: dotdo.db.v1.DBService.Batch:output_type -> dotdo.db.v1.BatchResponse
-	17, // 30: dotdo.db.v1.DBService.PutRelationship:output_type -> dotdo.db.v1.PutRelationshipResponse
-	19, // 31: dotdo.db.v1.DBService.DeleteRelationship:output_type -> dotdo.db.v1.DeleteRelationshipResponse
-	22, // 32: dotdo.db.v1.DBService.Related:output_type -> dotdo.db.v1.RelatedResponse
-	24, // 33: dotdo.db.v1.DBService.PurgeExpired:output_type -> dotdo.db.v1.PurgeExpiredResponse
-	26, // 34: dotdo.db.v1.DBService.Health:output_type -> dotdo.db.v1.HealthResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	1,  // 15: dotdo.db.v1.SearchHit.thing:type_name -> dotdo.db.v1.Thing
+	28, // 16: dotdo.db.v1.SearchResponse.items:type_name -> dotdo.db.v1.SearchHit
+	30, // 17: dotdo.db.v1.SetSearchConfigRequest.config:type_name -> dotdo.db.v1.SearchConfig
+	30, // 18: dotdo.db.v1.SearchConfigResponse.config:type_name -> dotdo.db.v1.SearchConfig
+	36, // 19: dotdo.db.v1.IngestEventsRequest.events:type_name -> dotdo.db.v1.Event
+	42, // 20: dotdo.db.v1.QueryAnalyticsResponse.rows:type_name -> dotdo.db.v1.AnalyticsRow
+	47, // 21: dotdo.db.v1.StatsResponse.types:type_name -> dotdo.db.v1.TypeCount
+	3,  // 22: dotdo.db.v1.DBService.Get:input_type -> dotdo.db.v1.GetRequest
+	5,  // 23: dotdo.db.v1.DBService.Put:input_type -> dotdo.db.v1.PutRequest
+	7,  // 24: dotdo.db.v1.DBService.Delete:input_type -> dotdo.db.v1.DeleteRequest
+	9,  // 25: dotdo.db.v1.DBService.List:input_type -> dotdo.db.v1.ListRequest
+	12, // 26: dotdo.db.v1.DBService.Batch:input_type -> dotdo.db.v1.BatchRequest
+	16, // 27: dotdo.db.v1.DBService.PutRelationship:input_type -> dotdo.db.v1.PutRelationshipRequest
+	18, // 28: dotdo.db.v1.DBService.DeleteRelationship:input_type -> dotdo.db.v1.DeleteRelationshipRequest
+	20, // 29: dotdo.db.v1.DBService.Related:input_type -> dotdo.db.v1.RelatedRequest
+	23, // 30: dotdo.db.v1.DBService.PurgeExpired:input_type -> dotdo.db.v1.PurgeExpiredRequest
+	25, // 31: dotdo.db.v1.DBService.Health:input_type -> dotdo.db.v1.HealthRequest
+	27, // 32: dotdo.db.v1.DBService.Search:input_type -> dotdo.db.v1.SearchRequest
+	31, // 33: dotdo.db.v1.DBService.GetSearchConfig:input_type -> dotdo.db.v1.GetSearchConfigRequest
+	32, // 34: dotdo.db.v1.DBService.SetSearchConfig:input_type -> dotdo.db.v1.SetSearchConfigRequest
+	34, // 35: dotdo.db.v1.DBService.GenerateMissingEmbeddings:input_type -> dotdo.db.v1.GenerateMissingEmbeddingsRequest
+	37, // 36: dotdo.db.v1.DBService.IngestEvents:input_type -> dotdo.db.v1.IngestEventsRequest
+	39, // 37: dotdo.db.v1.DBService.UpdateAnalytics:input_type -> dotdo.db.v1.UpdateAnalyticsRequest
+	41, // 38: dotdo.db.v1.DBService.QueryAnalytics:input_type -> dotdo.db.v1.QueryAnalyticsRequest
+	44, // 39: dotdo.db.v1.DBService.SetRollupProperty:input_type -> dotdo.db.v1.SetRollupPropertyRequest
+	46, // 40: dotdo.db.v1.DBService.Stats:input_type -> dotdo.db.v1.StatsRequest
+	4,  // 41: dotdo.db.v1.DBService.Get:output_type -> dotdo.db.v1.GetResponse
+	6,  // 42: dotdo.db.v1.DBService.Put:output_type -> dotdo.db.v1.PutResponse
+	8,  // 43: dotdo.db.v1.DBService.Delete:output_type -> dotdo.db.v1.DeleteResponse
+	10, // 44: dotdo.db.v1.DBService.List:output_type -> dotdo.db.v1.ListResponse
+	14, // 45: dotdo.db.v1.DBService.Batch:output_type -> dotdo.db.v1.BatchResponse
+	17, // 46: dotdo.db.v1.DBService.PutRelationship:output_type -> dotdo.db.v1.PutRelationshipResponse
+	19, // 47: dotdo.db.v1.DBService.DeleteRelationship:output_type -> dotdo.db.v1.DeleteRelationshipResponse
+	22, // 48: dotdo.db.v1.DBService.Related:output_type -> dotdo.db.v1.RelatedResponse
+	24, // 49: dotdo.db.v1.DBService.PurgeExpired:output_type -> dotdo.db.v1.PurgeExpiredResponse
+	26, // 50: dotdo.db.v1.DBService.Health:output_type -> dotdo.db.v1.HealthResponse
+	29, // 51: dotdo.db.v1.DBService.Search:output_type -> dotdo.db.v1.SearchResponse
+	33, // 52: dotdo.db.v1.DBService.GetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
+	33, // 53: dotdo.db.v1.DBService.SetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
+	35, // 54: dotdo.db.v1.DBService.GenerateMissingEmbeddings:output_type -> dotdo.db.v1.GenerateMissingEmbeddingsResponse
+	38, // 55: dotdo.db.v1.DBService.IngestEvents:output_type -> dotdo.db.v1.IngestEventsResponse
+	40, // 56: dotdo.db.v1.DBService.UpdateAnalytics:output_type -> dotdo.db.v1.UpdateAnalyticsResponse
+	43, // 57: dotdo.db.v1.DBService.QueryAnalytics:output_type -> dotdo.db.v1.QueryAnalyticsResponse
+	45, // 58: dotdo.db.v1.DBService.SetRollupProperty:output_type -> dotdo.db.v1.SetRollupPropertyResponse
+	48, // 59: dotdo.db.v1.DBService.Stats:output_type -> dotdo.db.v1.StatsResponse
+	41, // [41:60] is the sub-list for method output_type
+	22, // [22:41] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_dotdo_db_v1_db_proto_init() }
@@ -1875,7 +3392,7 @@ func file_dotdo_db_v1_db_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_db_v1_db_proto_rawDesc), len(file_dotdo_db_v1_db_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,30 @@ const (
 	DBServicePurgeExpiredProcedure = "/dotdo.db.v1.DBService/PurgeExpired"
 	// DBServiceHealthProcedure is the fully-qualified name of the DBService's Health RPC.
 	DBServiceHealthProcedure = "/dotdo.db.v1.DBService/Health"
+	// DBServiceSearchProcedure is the fully-qualified name of the DBService's Search RPC.
+	DBServiceSearchProcedure = "/dotdo.db.v1.DBService/Search"
+	// DBServiceGetSearchConfigProcedure is the fully-qualified name of the DBService's GetSearchConfig
+	// RPC.
+	DBServiceGetSearchConfigProcedure = "/dotdo.db.v1.DBService/GetSearchConfig"
+	// DBServiceSetSearchConfigProcedure is the fully-qualified name of the DBService's SetSearchConfig
+	// RPC.
+	DBServiceSetSearchConfigProcedure = "/dotdo.db.v1.DBService/SetSearchConfig"
+	// DBServiceGenerateMissingEmbeddingsProcedure is the fully-qualified name of the DBService's
+	// GenerateMissingEmbeddings RPC.
+	DBServiceGenerateMissingEmbeddingsProcedure = "/dotdo.db.v1.DBService/GenerateMissingEmbeddings"
+	// DBServiceIngestEventsProcedure is the fully-qualified name of the DBService's IngestEvents RPC.
+	DBServiceIngestEventsProcedure = "/dotdo.db.v1.DBService/IngestEvents"
+	// DBServiceUpdateAnalyticsProcedure is the fully-qualified name of the DBService's UpdateAnalytics
+	// RPC.
+	DBServiceUpdateAnalyticsProcedure = "/dotdo.db.v1.DBService/UpdateAnalytics"
+	// DBServiceQueryAnalyticsProcedure is the fully-qualified name of the DBService's QueryAnalytics
+	// RPC.
+	DBServiceQueryAnalyticsProcedure = "/dotdo.db.v1.DBService/QueryAnalytics"
+	// DBServiceSetRollupPropertyProcedure is the fully-qualified name of the DBService's
+	// SetRollupProperty RPC.
+	DBServiceSetRollupPropertyProcedure = "/dotdo.db.v1.DBService/SetRollupProperty"
+	// DBServiceStatsProcedure is the fully-qualified name of the DBService's Stats RPC.
+	DBServiceStatsProcedure = "/dotdo.db.v1.DBService/Stats"
 )
 
 // DBServiceClient is a client for the dotdo.db.v1.DBService service.
@@ -72,6 +96,15 @@ type DBServiceClient interface {
 	Related(context.Context, *connect.Request[v1.RelatedRequest]) (*connect.Response[v1.RelatedResponse], error)
 	PurgeExpired(context.Context, *connect.Request[v1.PurgeExpiredRequest]) (*connect.Response[v1.PurgeExpiredResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	Search(context.Context, *connect.Request[v1.SearchRequest]) (*connect.Response[v1.SearchResponse], error)
+	GetSearchConfig(context.Context, *connect.Request[v1.GetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error)
+	SetSearchConfig(context.Context, *connect.Request[v1.SetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error)
+	GenerateMissingEmbeddings(context.Context, *connect.Request[v1.GenerateMissingEmbeddingsRequest]) (*connect.Response[v1.GenerateMissingEmbeddingsResponse], error)
+	IngestEvents(context.Context, *connect.Request[v1.IngestEventsRequest]) (*connect.Response[v1.IngestEventsResponse], error)
+	UpdateAnalytics(context.Context, *connect.Request[v1.UpdateAnalyticsRequest]) (*connect.Response[v1.UpdateAnalyticsResponse], error)
+	QueryAnalytics(context.Context, *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error)
+	SetRollupProperty(context.Context, *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error)
+	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
 }
 
 // NewDBServiceClient constructs a client for the dotdo.db.v1.DBService service. By default, it uses
@@ -149,21 +182,88 @@ func NewDBServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		search: connect.NewClient[v1.SearchRequest, v1.SearchResponse](
+			httpClient,
+			baseURL+DBServiceSearchProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("Search")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getSearchConfig: connect.NewClient[v1.GetSearchConfigRequest, v1.SearchConfigResponse](
+			httpClient,
+			baseURL+DBServiceGetSearchConfigProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("GetSearchConfig")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		setSearchConfig: connect.NewClient[v1.SetSearchConfigRequest, v1.SearchConfigResponse](
+			httpClient,
+			baseURL+DBServiceSetSearchConfigProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("SetSearchConfig")),
+			connect.WithClientOptions(opts...),
+		),
+		generateMissingEmbeddings: connect.NewClient[v1.GenerateMissingEmbeddingsRequest, v1.GenerateMissingEmbeddingsResponse](
+			httpClient,
+			baseURL+DBServiceGenerateMissingEmbeddingsProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("GenerateMissingEmbeddings")),
+			connect.WithClientOptions(opts...),
+		),
+		ingestEvents: connect.NewClient[v1.IngestEventsRequest, v1.IngestEventsResponse](
+			httpClient,
+			baseURL+DBServiceIngestEventsProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("IngestEvents")),
+			connect.WithClientOptions(opts...),
+		),
+		updateAnalytics: connect.NewClient[v1.UpdateAnalyticsRequest, v1.UpdateAnalyticsResponse](
+			httpClient,
+			baseURL+DBServiceUpdateAnalyticsProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("UpdateAnalytics")),
+			connect.WithClientOptions(opts...),
+		),
+		queryAnalytics: connect.NewClient[v1.QueryAnalyticsRequest, v1.QueryAnalyticsResponse](
+			httpClient,
+			baseURL+DBServiceQueryAnalyticsProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("QueryAnalytics")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		setRollupProperty: connect.NewClient[v1.SetRollupPropertyRequest, v1.SetRollupPropertyResponse](
+			httpClient,
+			baseURL+DBServiceSetRollupPropertyProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("SetRollupProperty")),
+			connect.WithClientOptions(opts...),
+		),
+		stats: connect.NewClient[v1.StatsRequest, v1.StatsResponse](
+			httpClient,
+			baseURL+DBServiceStatsProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("Stats")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // dBServiceClient implements DBServiceClient.
 type dBServiceClient struct {
-	get                *connect.Client[v1.GetRequest, v1.GetResponse]
-	put                *connect.Client[v1.PutRequest, v1.PutResponse]
-	delete             *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
-	list               *connect.Client[v1.ListRequest, v1.ListResponse]
-	batch              *connect.Client[v1.BatchRequest, v1.BatchResponse]
-	putRelationship    *connect.Client[v1.PutRelationshipRequest, v1.PutRelationshipResponse]
-	deleteRelationship *connect.Client[v1.DeleteRelationshipRequest, v1.DeleteRelationshipResponse]
-	related            *connect.Client[v1.RelatedRequest, v1.RelatedResponse]
-	purgeExpired       *connect.Client[v1.PurgeExpiredRequest, v1.PurgeExpiredResponse]
-	health             *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	get                       *connect.Client[v1.GetRequest, v1.GetResponse]
+	put                       *connect.Client[v1.PutRequest, v1.PutResponse]
+	delete                    *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
+	list                      *connect.Client[v1.ListRequest, v1.ListResponse]
+	batch                     *connect.Client[v1.BatchRequest, v1.BatchResponse]
+	putRelationship           *connect.Client[v1.PutRelationshipRequest, v1.PutRelationshipResponse]
+	deleteRelationship        *connect.Client[v1.DeleteRelationshipRequest, v1.DeleteRelationshipResponse]
+	related                   *connect.Client[v1.RelatedRequest, v1.RelatedResponse]
+	purgeExpired              *connect.Client[v1.PurgeExpiredRequest, v1.PurgeExpiredResponse]
+	health                    *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	search                    *connect.Client[v1.SearchRequest, v1.SearchResponse]
+	getSearchConfig           *connect.Client[v1.GetSearchConfigRequest, v1.SearchConfigResponse]
+	setSearchConfig           *connect.Client[v1.SetSearchConfigRequest, v1.SearchConfigResponse]
+	generateMissingEmbeddings *connect.Client[v1.GenerateMissingEmbeddingsRequest, v1.GenerateMissingEmbeddingsResponse]
+	ingestEvents              *connect.Client[v1.IngestEventsRequest, v1.IngestEventsResponse]
+	updateAnalytics           *connect.Client[v1.UpdateAnalyticsRequest, v1.UpdateAnalyticsResponse]
+	queryAnalytics            *connect.Client[v1.QueryAnalyticsRequest, v1.QueryAnalyticsResponse]
+	setRollupProperty         *connect.Client[v1.SetRollupPropertyRequest, v1.SetRollupPropertyResponse]
+	stats                     *connect.Client[v1.StatsRequest, v1.StatsResponse]
 }
 
 // Get calls dotdo.db.v1.DBService.Get.
@@ -216,6 +316,51 @@ func (c *dBServiceClient) Health(ctx context.Context, req *connect.Request[v1.He
 	return c.health.CallUnary(ctx, req)
 }
 
+// Search calls dotdo.db.v1.DBService.Search.
+func (c *dBServiceClient) Search(ctx context.Context, req *connect.Request[v1.SearchRequest]) (*connect.Response[v1.SearchResponse], error) {
+	return c.search.CallUnary(ctx, req)
+}
+
+// GetSearchConfig calls dotdo.db.v1.DBService.GetSearchConfig.
+func (c *dBServiceClient) GetSearchConfig(ctx context.Context, req *connect.Request[v1.GetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error) {
+	return c.getSearchConfig.CallUnary(ctx, req)
+}
+
+// SetSearchConfig calls dotdo.db.v1.DBService.SetSearchConfig.
+func (c *dBServiceClient) SetSearchConfig(ctx context.Context, req *connect.Request[v1.SetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error) {
+	return c.setSearchConfig.CallUnary(ctx, req)
+}
+
+// GenerateMissingEmbeddings calls dotdo.db.v1.DBService.GenerateMissingEmbeddings.
+func (c *dBServiceClient) GenerateMissingEmbeddings(ctx context.Context, req *connect.Request[v1.GenerateMissingEmbeddingsRequest]) (*connect.Response[v1.GenerateMissingEmbeddingsResponse], error) {
+	return c.generateMissingEmbeddings.CallUnary(ctx, req)
+}
+
+// IngestEvents calls dotdo.db.v1.DBService.IngestEvents.
+func (c *dBServiceClient) IngestEvents(ctx context.Context, req *connect.Request[v1.IngestEventsRequest]) (*connect.Response[v1.IngestEventsResponse], error) {
+	return c.ingestEvents.CallUnary(ctx, req)
+}
+
+// UpdateAnalytics calls dotdo.db.v1.DBService.UpdateAnalytics.
+func (c *dBServiceClient) UpdateAnalytics(ctx context.Context, req *connect.Request[v1.UpdateAnalyticsRequest]) (*connect.Response[v1.UpdateAnalyticsResponse], error) {
+	return c.updateAnalytics.CallUnary(ctx, req)
+}
+
+// QueryAnalytics calls dotdo.db.v1.DBService.QueryAnalytics.
+func (c *dBServiceClient) QueryAnalytics(ctx context.Context, req *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error) {
+	return c.queryAnalytics.CallUnary(ctx, req)
+}
+
+// SetRollupProperty calls dotdo.db.v1.DBService.SetRollupProperty.
+func (c *dBServiceClient) SetRollupProperty(ctx context.Context, req *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error) {
+	return c.setRollupProperty.CallUnary(ctx, req)
+}
+
+// Stats calls dotdo.db.v1.DBService.Stats.
+func (c *dBServiceClient) Stats(ctx context.Context, req *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
+	return c.stats.CallUnary(ctx, req)
+}
+
 // DBServiceHandler is an implementation of the dotdo.db.v1.DBService service.
 type DBServiceHandler interface {
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
@@ -228,6 +373,15 @@ type DBServiceHandler interface {
 	Related(context.Context, *connect.Request[v1.RelatedRequest]) (*connect.Response[v1.RelatedResponse], error)
 	PurgeExpired(context.Context, *connect.Request[v1.PurgeExpiredRequest]) (*connect.Response[v1.PurgeExpiredResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	Search(context.Context, *connect.Request[v1.SearchRequest]) (*connect.Response[v1.SearchResponse], error)
+	GetSearchConfig(context.Context, *connect.Request[v1.GetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error)
+	SetSearchConfig(context.Context, *connect.Request[v1.SetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error)
+	GenerateMissingEmbeddings(context.Context, *connect.Request[v1.GenerateMissingEmbeddingsRequest]) (*connect.Response[v1.GenerateMissingEmbeddingsResponse], error)
+	IngestEvents(context.Context, *connect.Request[v1.IngestEventsRequest]) (*connect.Response[v1.IngestEventsResponse], error)
+	UpdateAnalytics(context.Context, *connect.Request[v1.UpdateAnalyticsRequest]) (*connect.Response[v1.UpdateAnalyticsResponse], error)
+	QueryAnalytics(context.Context, *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error)
+	SetRollupProperty(context.Context, *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error)
+	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
 }
 
 // NewDBServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -301,6 +455,64 @@ func NewDBServiceHandler(svc DBServiceHandler, opts ...connect.HandlerOption) (s
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	dBServiceSearchHandler := connect.NewUnaryHandler(
+		DBServiceSearchProcedure,
+		svc.Search,
+		connect.WithSchema(dBServiceMethods.ByName("Search")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceGetSearchConfigHandler := connect.NewUnaryHandler(
+		DBServiceGetSearchConfigProcedure,
+		svc.GetSearchConfig,
+		connect.WithSchema(dBServiceMethods.ByName("GetSearchConfig")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceSetSearchConfigHandler := connect.NewUnaryHandler(
+		DBServiceSetSearchConfigProcedure,
+		svc.SetSearchConfig,
+		connect.WithSchema(dBServiceMethods.ByName("SetSearchConfig")),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceGenerateMissingEmbeddingsHandler := connect.NewUnaryHandler(
+		DBServiceGenerateMissingEmbeddingsProcedure,
+		svc.GenerateMissingEmbeddings,
+		connect.WithSchema(dBServiceMethods.ByName("GenerateMissingEmbeddings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceIngestEventsHandler := connect.NewUnaryHandler(
+		DBServiceIngestEventsProcedure,
+		svc.IngestEvents,
+		connect.WithSchema(dBServiceMethods.ByName("IngestEvents")),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceUpdateAnalyticsHandler := connect.NewUnaryHandler(
+		DBServiceUpdateAnalyticsProcedure,
+		svc.UpdateAnalytics,
+		connect.WithSchema(dBServiceMethods.ByName("UpdateAnalytics")),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceQueryAnalyticsHandler := connect.NewUnaryHandler(
+		DBServiceQueryAnalyticsProcedure,
+		svc.QueryAnalytics,
+		connect.WithSchema(dBServiceMethods.ByName("QueryAnalytics")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceSetRollupPropertyHandler := connect.NewUnaryHandler(
+		DBServiceSetRollupPropertyProcedure,
+		svc.SetRollupProperty,
+		connect.WithSchema(dBServiceMethods.ByName("SetRollupProperty")),
+		connect.WithHandlerOptions(opts...),
+	)
+	dBServiceStatsHandler := connect.NewUnaryHandler(
+		DBServiceStatsProcedure,
+		svc.Stats,
+		connect.WithSchema(dBServiceMethods.ByName("Stats")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dotdo.db.v1.DBService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DBServiceGetProcedure:
@@ -323,6 +535,24 @@ func NewDBServiceHandler(svc DBServiceHandler, opts ...connect.HandlerOption) (s
 			dBServicePurgeExpiredHandler.ServeHTTP(w, r)
 		case DBServiceHealthProcedure:
 			dBServiceHealthHandler.ServeHTTP(w, r)
+		case DBServiceSearchProcedure:
+			dBServiceSearchHandler.ServeHTTP(w, r)
+		case DBServiceGetSearchConfigProcedure:
+			dBServiceGetSearchConfigHandler.ServeHTTP(w, r)
+		case DBServiceSetSearchConfigProcedure:
+			dBServiceSetSearchConfigHandler.ServeHTTP(w, r)
+		case DBServiceGenerateMissingEmbeddingsProcedure:
+			dBServiceGenerateMissingEmbeddingsHandler.ServeHTTP(w, r)
+		case DBServiceIngestEventsProcedure:
+			dBServiceIngestEventsHandler.ServeHTTP(w, r)
+		case DBServiceUpdateAnalyticsProcedure:
+			dBServiceUpdateAnalyticsHandler.ServeHTTP(w, r)
+		case DBServiceQueryAnalyticsProcedure:
+			dBServiceQueryAnalyticsHandler.ServeHTTP(w, r)
+		case DBServiceSetRollupPropertyProcedure:
+			dBServiceSetRollupPropertyHandler.ServeHTTP(w, r)
+		case DBServiceStatsProcedure:
+			dBServiceStatsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -370,4 +600,40 @@ func (UnimplementedDBServiceHandler) PurgeExpired(context.Context, *connect.Requ
 
 func (UnimplementedDBServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.Health is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) Search(context.Context, *connect.Request[v1.SearchRequest]) (*connect.Response[v1.SearchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.Search is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) GetSearchConfig(context.Context, *connect.Request[v1.GetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.GetSearchConfig is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) SetSearchConfig(context.Context, *connect.Request[v1.SetSearchConfigRequest]) (*connect.Response[v1.SearchConfigResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.SetSearchConfig is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) GenerateMissingEmbeddings(context.Context, *connect.Request[v1.GenerateMissingEmbeddingsRequest]) (*connect.Response[v1.GenerateMissingEmbeddingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.GenerateMissingEmbeddings is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) IngestEvents(context.Context, *connect.Request[v1.IngestEventsRequest]) (*connect.Response[v1.IngestEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.IngestEvents is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) UpdateAnalytics(context.Context, *connect.Request[v1.UpdateAnalyticsRequest]) (*connect.Response[v1.UpdateAnalyticsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.UpdateAnalytics is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) QueryAnalytics(context.Context, *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.QueryAnalytics is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) SetRollupProperty(context.Context, *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.SetRollupProperty is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.Stats is not implemented"))
 }
