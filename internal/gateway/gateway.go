@@ -42,6 +42,11 @@ type Upstream struct {
 	// Open lists the route patterns (as registered by Routes) that answer
 	// without credentials: login, token refresh, JWKS, signed webhooks.
 	Open []string
+	// Challenge, when set, is added as auth-params to the WWW-Authenticate
+	// header of the 401s the gateway answers on the upstream's Prefixes,
+	// such as resource_metadata="https://api.example.com/.well-known/oauth-protected-resource"
+	// (RFC 9728, which MCP clients follow to discover how to sign in).
+	Challenge string
 	// Host, when set, claims whole host names for this upstream (tenants'
 	// scripts at <script>.<ns>.<domain>): a request to a host it matches
 	// goes to HostHandler before host and path routing, unauthenticated
@@ -297,14 +302,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 				if g.cfg.RateLimit != nil && !g.cfg.RateLimit(w, r, pattern, nil) {
 					return r
 				}
-				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				w.Header().Set("WWW-Authenticate", g.challenge(r.URL.Path, `Bearer error="invalid_token"`))
 				apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 				return r
 			}
 			r = r.WithContext(identity.With(r.Context(), id))
 		} else if !g.open[pattern] {
 			r.Pattern = pattern
-			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.Header().Set("WWW-Authenticate", g.challenge(r.URL.Path, "Bearer"))
 			apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.Unauthenticated, "authentication required: send Authorization: Bearer <API key or access token>"))
 			return r
 		}
@@ -322,6 +327,25 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 	}
 	g.mux.ServeHTTP(w, r)
 	return r
+}
+
+// challenge returns the WWW-Authenticate value of a 401 on path: base, with
+// the Challenge of the upstream whose prefix path is under, if any.
+func (g *Gateway) challenge(path, base string) string {
+	for _, u := range g.upstreams {
+		if u.Challenge == "" {
+			continue
+		}
+		for _, p := range u.Prefixes {
+			if path == p || strings.HasPrefix(path, p+"/") {
+				if base == "Bearer" {
+					return "Bearer " + u.Challenge
+				}
+				return base + ", " + u.Challenge
+			}
+		}
+	}
+	return base
 }
 
 // bearer returns the token of an Authorization: Bearer header.
