@@ -17,8 +17,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/dotdo/dotdo/internal/auth"
-	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	"github.com/dotdo/dotdo/internal/gateway"
+	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
@@ -89,8 +89,10 @@ func wireMCP(ctx context.Context, w *wiring) error {
 		}
 		return nil
 	}
+	db := thingsdb.Instrument(w.db, w.reg, "db")
 	s, err := mcp.New(mcp.Options{
-		DB:          thingsdb.Instrument(w.db, w.reg, "db"),
+		DB:          db,
+		Search:      db,
 		Auth:        w.auth,
 		Can:         mcpAuthz(w.cfg.Roles),
 		CustomRoles: w.cfg.Roles,
@@ -169,7 +171,7 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 		if err != nil {
 			return fmt.Errorf("dotdo mcp: %s refused the key: %w", *base, err)
 		}
-		opts.DB, opts.Auth, opts.Can, opts.Identity = r, r, r.Can, id
+		opts.DB, opts.Search, opts.Auth, opts.Can, opts.Identity = r, r, r, r.Can, id
 	default:
 		if *dataDir == "" {
 			*dataDir = "./data"
@@ -238,7 +240,7 @@ func mcpLocal(ctx context.Context, opts *mcp.Options, dataDir, dbURL, key string
 		}
 		id = res.Msg.Identity
 	}
-	opts.DB, opts.Auth, opts.Can, opts.CustomRoles, opts.Identity = db, a, mcpAuthz(roles), roles, id
+	opts.DB, opts.Search, opts.Auth, opts.Can, opts.CustomRoles, opts.Identity = db, db, a, mcpAuthz(roles), roles, id
 	log.Info("dotdo mcp on stdio", "database", d.where, "as", id.Kind+":"+id.Subject, "at", time.Now().UTC().Format(time.RFC3339))
 	return closeAll, nil
 }

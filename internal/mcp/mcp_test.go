@@ -72,7 +72,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 // over the SDK's in-memory transports.
 func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
-	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Can: can, Identity: id, Version: "test", PageSize: 5}
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -94,7 +94,7 @@ func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*m
 	return cs
 }
 
-var wantTools = []string{"api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_upsert", "whoami"}
+var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "whoami"}
 
 func TestToolsInMemory(t *testing.T) {
 	eachBackend(t, func(t *testing.T, svc services) {
@@ -117,6 +117,12 @@ func TestToolsInMemory(t *testing.T) {
 		out := mcptest.CallAll(ctx, t, cs, tools, "demo")
 		if out["db_upsert"]["created"] != true || out["db_get"]["thing"].(map[string]any)["uri"] != "dotdo://things/demo/a" {
 			t.Errorf("db_upsert/db_get results: %v / %v", out["db_upsert"], out["db_get"])
+		}
+		if hits := out["db_search"]["items"].([]any); len(hits) != 1 {
+			t.Errorf("db_search for the upserted content = %v; want one hit", out["db_search"])
+		}
+		if out["db_stats"]["things"] != 1.0 {
+			t.Errorf("db_stats = %v; want 1 thing", out["db_stats"])
 		}
 		if out["whoami"]["subject"] != "admin" {
 			t.Errorf("whoami = %v; want subject admin", out["whoami"])
@@ -159,6 +165,10 @@ func TestBadArguments(t *testing.T) {
 			{"db_upsert", map[string]any{"ns": "demo", "type": "item", "expiresAt": "tomorrow"}, "RFC 3339"},
 			{"db_upsert", map[string]any{"ns": "demo", "type": "item", "data": []int{1}}, "data"},
 			{"db_related", map[string]any{"ns": "demo", "id": "a", "direction": "sideways"}, "direction"},
+			{"db_search", map[string]any{"ns": "demo"}, "query"},
+			{"db_search", map[string]any{"ns": "demo", "query": "x", "mode": "psychic"}, "mode"},
+			{"analytics_query", map[string]any{"ns": "demo", "event": "e", "from": "yesterday", "to": "2026-01-02T00:00:00Z"}, "RFC 3339"},
+			{"analytics_query", map[string]any{"ns": "demo", "event": "e", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "bucket": "minute"}, "bucket"},
 			{"api_key_create", map[string]any{"name": "x"}, "role"},
 			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
 			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
@@ -276,6 +286,9 @@ func TestTenantIsolation(t *testing.T) {
 			{"db_upsert", map[string]any{"ns": "other", "id": "secret", "type": "item"}},
 			{"db_delete", map[string]any{"ns": "other", "id": "secret"}},
 			{"db_relate", map[string]any{"ns": "other", "from": "secret", "type": "x", "to": "secret"}},
+			{"db_search", map[string]any{"ns": "other", "query": "secret"}},
+			{"db_stats", map[string]any{"ns": "other"}},
+			{"analytics_query", map[string]any{"ns": "other", "event": "e", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}},
 			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
 			{"db_list", map[string]any{"ns": "_auth"}},
 			{"api_keys_list", map[string]any{}},

@@ -31,8 +31,9 @@ type Remote struct {
 }
 
 var (
-	_ DB   = (*Remote)(nil)
-	_ Auth = (*Remote)(nil)
+	_ DB     = (*Remote)(nil)
+	_ Auth   = (*Remote)(nil)
+	_ Search = (*Remote)(nil)
 )
 
 // NewRemote returns bindings to the server at base (http://host:port).

@@ -71,6 +71,8 @@ type Options struct {
 	DB DB
 	// Auth, when set, adds the API-key tools.
 	Auth Auth
+	// Search, when set, adds db_search, db_stats and analytics_query.
+	Search Search
 	// Can decides permissions; required.
 	Can Authorizer
 	// CustomRoles are the configured roles beside the built-in ones, to
@@ -123,6 +125,9 @@ func New(opts Options) (*Server, error) {
 		Capabilities: &sdk.ServerCapabilities{},
 	})
 	s.addDBTools()
+	if opts.Search != nil {
+		s.addSearchTools()
+	}
 	if opts.Auth != nil {
 		s.addAuthTools()
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -66,6 +67,12 @@ func Script(ns string) []Step {
 		{"db_list", fixed(map[string]any{"ns": ns, "type": "item", "limit": 10})},
 		{"db_query", fixed(map[string]any{"ns": ns, "where": map[string]any{"n": map[string]any{"gte": 1}}})},
 		{"db_related", fixed(map[string]any{"ns": ns, "id": "a", "direction": "out"})},
+		{"db_search", fixed(map[string]any{"ns": ns, "query": "first", "mode": "fulltext", "limit": 5})},
+		{"db_stats", fixed(map[string]any{"ns": ns})},
+		{"analytics_query", func(map[string]map[string]any) map[string]any {
+			now := time.Now().UTC()
+			return map[string]any{"ns": ns, "event": "signup", "from": now.Add(-48 * time.Hour).Format(time.RFC3339), "to": now.Add(time.Hour).Format(time.RFC3339), "bucket": "day"}
+		}},
 		{"api_key_create", fixed(map[string]any{"name": "mcp test key", "role": "viewer", "namespaces": []string{ns}})},
 		{"api_keys_list", fixed(map[string]any{"limit": 200})},
 		{"api_key_revoke", func(prev map[string]map[string]any) map[string]any {
