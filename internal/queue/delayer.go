@@ -33,17 +33,20 @@ func (s *Service) startDelayer(ctx context.Context) error {
 		return fmt.Errorf("create the delayed-message stream: %w", err)
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.delayedStream(), jetstream.ConsumerConfig{
-		Durable:       delayerName,
-		Description:   "dotdo delayer: holds each message until due, then moves it to its queue",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		Durable:     delayerName,
+		Description: "dotdo delayer: holds each message until due, then moves it to its queue",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// Short: each message is decided at once (held back or moved), and
+		// after a restart of the NATS server a held-back message comes back
+		// within AckWait rather than its remaining delay, so keep it small.
+		AckWait:       time.Second,
 		MaxDeliver:    -1,
 		MaxAckPending: 1 << 20, // every delayed message waits as pending
 	})
 	if err != nil {
 		return fmt.Errorf("create the delayer consumer: %w", err)
 	}
-	cc, err := cons.Consume(s.delay, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := cons.Consume(s.delay, jetstream.PullMaxMessages(64), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			s.log.Debug("queue delayer", "err", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dotdo/dotdo/internal/apierr"
@@ -132,4 +133,15 @@ func (s *Service) observe(queue string, d time.Duration) {
 	if s.metrics != nil {
 		s.metrics.handler.WithLabelValues(queue).Observe(d.Seconds())
 	}
+}
+
+// Health reports whether NATS JetStream answers.
+func (s *Service) Health(ctx context.Context) error {
+	if s.nc.Status() != nats.CONNECTED {
+		return apierr.New(apierr.Unavailable, "queue: not connected to NATS (%s)", s.nc.Status())
+	}
+	if _, err := s.js.AccountInfo(ctx); err != nil {
+		return apierr.New(apierr.Unavailable, "queue: JetStream does not answer")
+	}
+	return nil
 }
