@@ -14,35 +14,93 @@ import (
 )
 
 // handle is the send queue's consumer: it delivers a batch, several
-// messages at once, deciding each message on its own.
+// messages at once, deciding each message on its own. Emails for the
+// outbox are recorded together in one atomic write.
 func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
+	type item struct {
+		m       *queue.Message
+		id      string
+		rec     *record
+		version int64
+	}
+	items := make([]*item, 0, len(b.Messages))
+	for _, m := range b.Messages {
+		var body msgBody
+		if err := json.Unmarshal(m.Body, &body); err != nil || body.ID == "" {
+			s.log.WarnContext(ctx, "dropping a malformed send-queue message", "queueMessage", m.ID)
+			m.Ack()
+			continue
+		}
+		items = append(items, &item{m: m, id: body.ID})
+	}
 	sem := make(chan struct{}, s.cfg.Concurrency)
 	var wg sync.WaitGroup
-	for _, m := range b.Messages {
+	for _, it := range items {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			var body msgBody
-			if err := json.Unmarshal(m.Body, &body); err != nil || body.ID == "" {
-				s.log.WarnContext(ctx, "dropping a malformed send-queue message", "queueMessage", m.ID)
-				m.Ack()
-				return
+			it.rec, it.version, _ = s.getRecord(ctx, it.id)
+		})
+	}
+	wg.Wait()
+	// The outbox's emails: one write for all.
+	var ops []*dbv1.Op
+	var boxed, rest []*item
+	now := s.now()
+	for _, it := range items {
+		r := it.rec
+		if r != nil && r.Provider == "outbox" && (r.Status == StatusQueued || r.Status == StatusScheduled && !scheduledLater(r, now)) {
+			t := ts(now)
+			r.Attempts++
+			r.Status, r.ProviderID = StatusSent, "outbox-"+it.id
+			r.addEvent(event{Type: StatusSending, At: t})
+			r.addEvent(event{Type: StatusSent, At: t, Reason: "kept in the outbox, not delivered"})
+			data, err := json.Marshal(r)
+			if err == nil {
+				ops = append(ops, &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: it.id, Type: typeMessage, Data: data, IfVersion: it.version}}})
+				boxed = append(boxed, it)
+				continue
 			}
-			retry, again, err := s.deliver(ctx, body.ID)
+		}
+		rest = append(rest, it)
+	}
+	if len(ops) > 0 {
+		if _, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops})); err != nil {
+			// Someone else wrote one of them meanwhile: one by one.
+			rest = append(rest, boxed...)
+		} else {
+			for _, it := range boxed {
+				it.m.Ack()
+			}
+		}
+	}
+	for _, it := range rest {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			retry, again, err := s.deliver(ctx, it.id)
 			switch {
 			case err != nil:
 				// The store failed; try again later.
-				s.log.WarnContext(ctx, "email delivery interrupted", "email", body.ID, "err", err)
-				m.Retry(s.cfg.Backoff)
+				s.log.WarnContext(ctx, "email delivery interrupted", "email", it.id, "err", err)
+				it.m.Retry(s.cfg.Backoff)
 			case again:
-				m.Retry(retry)
+				it.m.Retry(retry)
 			default:
-				m.Ack()
+				it.m.Ack()
 			}
 		})
 	}
 	wg.Wait()
 	return nil
+}
+
+func scheduledLater(r *record, now time.Time) bool {
+	if r.ScheduledAt == "" {
+		return false
+	}
+	at, _ := time.Parse(time.RFC3339Nano, r.ScheduledAt)
+	return at.Sub(now) > time.Second
 }
 
 // backoff is the delay before attempt n+1: Backoff doubled per attempt,
