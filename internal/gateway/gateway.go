@@ -93,6 +93,11 @@ type Config struct {
 	RateLimit func(w http.ResponseWriter, r *http.Request, route string, id *authv1.Identity) bool
 	// MetricsAccess decides who may read /metrics when Auth is set.
 	MetricsAccess func(id *authv1.Identity) bool
+	// Events, when set, is told of every request after it is answered
+	// (route pattern, status, duration, the caller's API key id or ""),
+	// for the analytics pipeline; it must not block
+	// (thingsdb.RequestEvents.Record buffers and drops under overload).
+	Events func(route string, status int, d time.Duration, keyID string)
 }
 
 // Gateway is the gateway service; it is an http.Handler.
@@ -205,6 +210,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := end.Sub(start)
 		g.metrics.Request(route, sw.status, d)
 		g.accessLog(r.Context(), end, id, r, route, sw.status, sw.bytes, d)
+		if g.cfg.Events != nil {
+			keyID := ""
+			if who := identity.From(served.Context()); who != nil {
+				keyID = who.KeyId
+			}
+			g.cfg.Events(route, sw.status, d, keyID)
+		}
 		writerPool.Put(sw)
 	}()
 	served = g.serve(sw, r)
