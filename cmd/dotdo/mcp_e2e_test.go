@@ -75,6 +75,14 @@ func mcpKey(t *testing.T, p *proc, body string) string {
 	return r.json(t)["secret"].(string)
 }
 
+// mcpQueue creates a queue over REST.
+func mcpQueue(t *testing.T, p *proc, name string) {
+	t.Helper()
+	if r := do(t, "PUT", p.url+"/v1/queues/"+name, "{}"); r.status >= 300 {
+		t.Fatalf("create queue %s: %d %s", name, r.status, r.body)
+	}
+}
+
 // restSnapshot is what the MCP tools could change, read over REST as the
 // admin.
 func restSnapshot(t *testing.T, p *proc, nss ...string) string {
@@ -86,7 +94,11 @@ func restSnapshot(t *testing.T, p *proc, nss ...string) string {
 		r = do(t, "GET", p.url+"/v1/things/"+ns+"/a/related?limit=1000", nil)
 		fmt.Fprintf(&b, "%s related: %d %s\n", ns, r.status, r.body)
 	}
-	r := do(t, "GET", p.url+"/v1/auth/keys", nil)
+	r := do(t, "GET", p.url+"/v1/queues/mcp-e2e/stats", nil)
+	var qs map[string]any
+	json.Unmarshal(r.body, &qs)
+	fmt.Fprintf(&b, "queue backlog=%v delayed=%v\n", qs["backlog"], qs["delayed"])
+	r = do(t, "GET", p.url+"/v1/auth/keys", nil)
 	var keys struct {
 		Items []map[string]any `json:"items"`
 	}
@@ -111,12 +123,13 @@ func TestMCPStreamableHTTP(t *testing.T) {
 			ctx := context.Background()
 			cs := mcpHTTP(t, p, adminKey)
 			tools, pages := mcptest.ListTools(ctx, t, cs)
-			if pages < 3 || len(tools) < 11 {
+			if pages < 3 || len(tools) < 16 {
 				t.Errorf("%d tools in %d pages of 4; want every tool over several pages", len(tools), pages)
 			}
 			for _, tool := range tools {
 				mcptest.CheckTool(t, tool)
 			}
+			mcpQueue(t, p, "mcp-e2e")
 			out := mcptest.CallAll(ctx, t, cs, tools, "mcp-e2e")
 			if out["whoami"]["kind"] != "api_key" {
 				t.Errorf("whoami = %v; want the admin API key", out["whoami"])
@@ -278,6 +291,7 @@ func TestMCPStdio(t *testing.T) {
 
 	t.Run("url", func(t *testing.T) {
 		p := startAllInOne(t, newBackend(t, "sqlite"))
+		mcpQueue(t, p, "stdio-remote")
 		cs := connect(t, "--url", p.url, "--key", adminKey)
 		tools, _ := mcptest.ListTools(ctx, t, cs)
 		out := mcptest.CallAll(ctx, t, cs, tools, "stdio-remote")

@@ -20,6 +20,7 @@ import (
 	"github.com/dotdo/dotdo/internal/gateway"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
+	"github.com/dotdo/dotdo/internal/queue"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
@@ -90,7 +91,12 @@ func wireMCP(ctx context.Context, w *wiring) error {
 		return nil
 	}
 	db := thingsdb.Instrument(w.db, w.reg, "db")
+	var q mcp.Queue
+	if w.queue.svc != nil {
+		q = queue.RPC{S: w.queue.svc}
+	}
 	s, err := mcp.New(mcp.Options{
+		Queue:       q,
 		DB:          db,
 		Search:      db,
 		Auth:        w.auth,
@@ -171,7 +177,7 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 		if err != nil {
 			return fmt.Errorf("dotdo mcp: %s refused the key: %w", *base, err)
 		}
-		opts.DB, opts.Search, opts.Auth, opts.Can, opts.Identity = r, r, r, r.Can, id
+		opts.DB, opts.Search, opts.Queue, opts.Auth, opts.Can, opts.Identity = r, r, r.Queue(), r, r.Can, id
 	default:
 		if *dataDir == "" {
 			*dataDir = "./data"
@@ -239,6 +245,17 @@ func mcpLocal(ctx context.Context, opts *mcp.Options, dataDir, dbURL, key string
 			return nil, fmt.Errorf("the key is not valid in %s: %w", d.where, err)
 		}
 		id = res.Msg.Identity
+	}
+	if u := firstNonEmpty(getenv("NATS_URL"), getenv("DOTDO_NATS_URL")); u != "" {
+		// The queues live in that NATS; an embedded one belongs to the
+		// serve process and is not opened here.
+		q, err := queue.Open(ctx, queue.Config{URL: u}, log)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("queue at NATS_URL: %w", err)
+		}
+		closers = append(closers, q.Close)
+		opts.Queue = queue.RPC{S: q}
 	}
 	opts.DB, opts.Search, opts.Auth, opts.Can, opts.CustomRoles, opts.Identity = db, db, a, mcpAuthz(roles), roles, id
 	log.Info("dotdo mcp on stdio", "database", d.where, "as", id.Kind+":"+id.Subject, "at", time.Now().UTC().Format(time.RFC3339))

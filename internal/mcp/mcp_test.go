@@ -3,29 +3,79 @@ package mcp_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dotdo/dotdo/internal/auth"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
 	"github.com/dotdo/dotdo/internal/mcp/mcptest"
+	"github.com/dotdo/dotdo/internal/queue"
 	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
-// services are the real db and auth services on one backend.
+// services are the real db, auth and queue services on one backend.
 type services struct {
-	db   *thingsdb.Service
-	auth *auth.Service
+	db    *thingsdb.Service
+	auth  *auth.Service
+	queue *queue.Service
+}
+
+// openQueue opens the queue service on the external NATS of
+// DOTDO_TEST_NATS_URL (failing if it is unreachable) with a prefix of its
+// own, removed afterwards, or on an embedded NATS.
+func openQueue(t *testing.T) *queue.Service {
+	t.Helper()
+	ctx := context.Background()
+	url := os.Getenv("DOTDO_TEST_NATS_URL")
+	cfg := queue.Config{Dir: t.TempDir()}
+	if url != "" {
+		var b [4]byte
+		rand.Read(b[:])
+		cfg = queue.Config{URL: url, Prefix: "MCPTEST" + strings.ToUpper(hex.EncodeToString(b[:]))}
+	}
+	q, err := queue.Open(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("queue (NATS %q): %v", url, err)
+	}
+	t.Cleanup(func() {
+		q.Close()
+		if url == "" {
+			return
+		}
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		for name := range js.StreamNames(ctx).Name() {
+			if strings.HasPrefix(name, cfg.Prefix+"_") || name == "KV_"+cfg.Prefix+"_queues" {
+				js.DeleteStream(ctx, name)
+			}
+		}
+	})
+	for _, name := range []string{"demo", "other"} {
+		if err := q.EnsureQueue(ctx, queue.Defaults(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
 }
 
 func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
@@ -45,7 +95,7 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 			if err := a.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			fn(t, services{db: db, auth: a})
+			fn(t, services{db: db, auth: a, queue: openQueue(t)})
 		})
 	}
 }
@@ -72,7 +122,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 // over the SDK's in-memory transports.
 func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
-	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Can: can, Identity: id, Version: "test", PageSize: 5}
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -94,7 +144,7 @@ func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*m
 	return cs
 }
 
-var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "whoami"}
+var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "queue_send", "queue_stats", "whoami"}
 
 func TestToolsInMemory(t *testing.T) {
 	eachBackend(t, func(t *testing.T, svc services) {
@@ -123,6 +173,12 @@ func TestToolsInMemory(t *testing.T) {
 		}
 		if out["db_stats"]["things"] != 1.0 {
 			t.Errorf("db_stats = %v; want 1 thing", out["db_stats"])
+		}
+		if ids := out["queue_send"]["ids"].([]any); len(ids) != 2 {
+			t.Errorf("queue_send = %v; want 2 ids", out["queue_send"])
+		}
+		if st := out["queue_stats"]; st["backlog"] != 1.0 || st["delayed"] != 1.0 {
+			t.Errorf("queue_stats = %v; want 1 ready and 1 delayed", st)
 		}
 		if out["whoami"]["subject"] != "admin" {
 			t.Errorf("whoami = %v; want subject admin", out["whoami"])
@@ -169,6 +225,11 @@ func TestBadArguments(t *testing.T) {
 			{"db_search", map[string]any{"ns": "demo", "query": "x", "mode": "psychic"}, "mode"},
 			{"analytics_query", map[string]any{"ns": "demo", "event": "e", "from": "yesterday", "to": "2026-01-02T00:00:00Z"}, "RFC 3339"},
 			{"analytics_query", map[string]any{"ns": "demo", "event": "e", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "bucket": "minute"}, "bucket"},
+			{"queue_send", map[string]any{"queue": "demo", "messages": []any{}}, "1-100"},
+			{"queue_send", map[string]any{"queue": "demo", "messages": []any{map[string]any{"body": 1, "contentType": "text"}}}, "string"},
+			{"queue_send", map[string]any{"queue": "nope", "messages": []any{map[string]any{"body": 1}}}, "not_found"},
+			{"queue_send", map[string]any{"queue": "demo", "messages": []any{map[string]any{"body": 1, "delaySeconds": 99999}}}, "delay"},
+			{"queue_stats", map[string]any{"queue": "Bad Name"}, "queue name"},
 			{"api_key_create", map[string]any{"name": "x"}, "role"},
 			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
 			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
@@ -202,6 +263,13 @@ func snapshot(t *testing.T, svc services, nss ...string) string {
 		for _, r := range rel.Msg.Items {
 			fmt.Fprintf(&b, "rel %s %s %s %s\n", r.Relationship.From, r.Relationship.Type, r.Relationship.To, r.Relationship.Data)
 		}
+	}
+	for _, q := range []string{"demo", "other"} {
+		st, err := svc.queue.Stats(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "queue %s backlog=%d delayed=%d\n", q, st.Backlog, st.Delayed)
 	}
 	keys, err := svc.auth.ListAPIKeys(ctx, connect.NewRequest(&authv1.ListAPIKeysRequest{}))
 	if err != nil {
@@ -289,6 +357,8 @@ func TestTenantIsolation(t *testing.T) {
 			{"db_search", map[string]any{"ns": "other", "query": "secret"}},
 			{"db_stats", map[string]any{"ns": "other"}},
 			{"analytics_query", map[string]any{"ns": "other", "event": "e", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}},
+			{"queue_send", map[string]any{"queue": "other", "messages": []any{map[string]any{"body": 1}}}},
+			{"queue_stats", map[string]any{"queue": "other"}},
 			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
 			{"db_list", map[string]any{"ns": "_auth"}},
 			{"api_keys_list", map[string]any{}},

@@ -73,6 +73,8 @@ type Options struct {
 	Auth Auth
 	// Search, when set, adds db_search, db_stats and analytics_query.
 	Search Search
+	// Queue, when set, adds queue_send and queue_stats.
+	Queue Queue
 	// Can decides permissions; required.
 	Can Authorizer
 	// CustomRoles are the configured roles beside the built-in ones, to
@@ -130,6 +132,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Auth != nil {
 		s.addAuthTools()
+	}
+	if opts.Queue != nil {
+		s.addQueueTools()
 	}
 	s.addWhoami()
 	s.addResources()

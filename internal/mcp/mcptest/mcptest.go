@@ -54,7 +54,7 @@ func fixed(m map[string]any) func(map[string]map[string]any) map[string]any {
 }
 
 // Script returns a valid call of every tool the server may have, working
-// in namespace ns. A tool of the server missing here fails CallAll, so a
+// in namespace ns (and the queue named ns, which must exist). A tool of the server missing here fails CallAll, so a
 // new tool cannot go untested.
 func Script(ns string) []Step {
 	return []Step{
@@ -73,6 +73,8 @@ func Script(ns string) []Step {
 			now := time.Now().UTC()
 			return map[string]any{"ns": ns, "event": "signup", "from": now.Add(-48 * time.Hour).Format(time.RFC3339), "to": now.Add(time.Hour).Format(time.RFC3339), "bucket": "day"}
 		}},
+		{"queue_send", fixed(map[string]any{"queue": ns, "messages": []any{map[string]any{"body": map[string]any{"hello": "world"}}, map[string]any{"body": "plain", "contentType": "text", "delaySeconds": 60}}})},
+		{"queue_stats", fixed(map[string]any{"queue": ns})},
 		{"api_key_create", fixed(map[string]any{"name": "mcp test key", "role": "viewer", "namespaces": []string{ns}})},
 		{"api_keys_list", fixed(map[string]any{"limit": 200})},
 		{"api_key_revoke", func(prev map[string]map[string]any) map[string]any {
