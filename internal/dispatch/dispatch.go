@@ -13,16 +13,15 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sync/singleflight"
 
@@ -51,7 +50,15 @@ type Config struct {
 	// that does not follow redirects.
 	Client *http.Client
 	// Metrics, when set, receives the per-script metrics.
-	Metrics prometheus.Registerer
+	Metrics Registerer
+	// MaxConcurrent caps the instances running at once; more requests
+	// wait their turn, and a script's wall clock starts when its instance
+	// does, so a burst cannot starve the instances already running of
+	// CPU. Zero means 4 per CPU.
+	MaxConcurrent int
+	// QueueTimeout bounds how long a request waits for a turn (503 after);
+	// zero means 10 s.
+	QueueTimeout time.Duration
 }
 
 // DefaultLimits are the limits of a namespace that sets none.
@@ -75,6 +82,7 @@ type Service struct {
 	mu      sync.RWMutex
 	entries map[string]*entry
 	loads   singleflight.Group
+	slots   chan struct{}
 }
 
 // entry is a resolved script: what a request needs to run it.
@@ -101,6 +109,12 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	cfg.Defaults = def
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 4 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 10 * time.Second
+	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = 2 * time.Second
 	}
@@ -119,7 +133,7 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}}
+	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent)}
 	s.metrics = newScriptMetrics(cfg.Metrics)
 	return s, nil
 }
@@ -260,5 +274,3 @@ func (s *Service) load(ctx context.Context, ns, name string) (*entry, error) {
 	}
 	return &entry{ns: n, sc: sc, limits: limits, mod: mod, rt: rt, base: base, expires: time.Now().Add(s.cfg.TTL)}, nil
 }
-
-var errNoEarlier = errors.New("no earlier version")

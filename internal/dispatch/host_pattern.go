@@ -5,6 +5,12 @@ import (
 	"strings"
 )
 
+// CheckHostPattern reports whether p is a valid host pattern.
+func CheckHostPattern(p string) error {
+	_, err := parsePattern(p)
+	return err
+}
+
 // parsePattern splits a host pattern such as {script}.{ns}.example.com
 // into labels; {script} and {ns} must each appear once as a whole label.
 func parsePattern(p string) ([]string, error) {

@@ -14,7 +14,13 @@ type scriptMetrics struct {
 	kills    *prometheus.CounterVec
 }
 
-func newScriptMetrics(reg prometheus.Registerer) *scriptMetrics {
+// Registerer takes collectors: a *metrics.Registry or a
+// prometheus.Registerer.
+type Registerer interface {
+	Register(prometheus.Collector) error
+}
+
+func newScriptMetrics(reg Registerer) *scriptMetrics {
 	m := &scriptMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dotdo_dispatch_requests_total", Help: "Requests run by the dispatcher, by namespace, script and outcome (ok, timeout, trap, too_large, bad_response, canceled).",
@@ -28,7 +34,9 @@ func newScriptMetrics(reg prometheus.Registerer) *scriptMetrics {
 		}, []string{"ns", "script", "limit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.kills)
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.kills} {
+			reg.Register(c) // a second service in one process shares the first one's series
+		}
 	}
 	return m
 }

@@ -91,8 +91,24 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, q Request) {
 		fail(apierr.New(apierr.Invalid, "reading request body: %v", err))
 		return
 	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(s.cfg.QueueTimeout)
+		select {
+		case s.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			fail(apierr.New(apierr.Unavailable, "the dispatcher is busy; retry"))
+			return
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
 	start := time.Now()
 	res := s.run(ctx, e, r, q, body)
+	<-s.slots
 	d := time.Since(start)
 	s.metrics.observe(q.Namespace, q.Script, res.outcome, d)
 	if res.err != nil {

@@ -3,10 +3,12 @@
 // Command echo answers with what it was sent, as JSON: the method, the
 // path, the query, the headers and the body. ?status=N sets the status,
 // and it always sends an X-Echo header. For the dispatcher's limit tests,
-// ?loop=1 spins forever and ?alloc=N allocates N MiB first.
+// ?loop=1 spins forever and ?alloc=N allocates N MiB first; ?log=text
+// writes text to stderr, which the dispatcher logs with the request ID.
 package main
 
 import (
+	"os"
 	"strconv"
 
 	"github.com/dotdo/dotdo/examples/workers/dotdo"
@@ -14,6 +16,9 @@ import (
 
 func main() {
 	r := dotdo.ReadRequest()
+	if msg := r.Query.Get("log"); msg != "" {
+		os.Stderr.WriteString(msg + "\n")
+	}
 	if r.Query.Get("loop") == "1" {
 		spin()
 	}
