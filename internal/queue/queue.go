@@ -588,9 +588,10 @@ func (s *Service) message(queue, id string, ts time.Time, ct string, body []byte
 	nm.Header[hdrID] = []string{id}
 	nm.Header[hdrTimestamp] = []string{strconv.FormatInt(ts.UnixMilli(), 10)}
 	nm.Header[hdrType] = []string{ct}
-	nm.Header[jetstream.MsgIDHeader] = []string{id}
 	if delay > 0 {
-		// Held in the delayed stream until due; see the delayer.
+		// Held in the delayed stream until due; see the delayer. The
+		// message id deduplicates the delayer's move into the queue.
+		nm.Header[jetstream.MsgIDHeader] = []string{id}
 		nm.Subject = s.delayedSubject(queue)
 		nm.Header[hdrNotBefore] = []string{strconv.FormatInt((now.Add(delay).UnixNano()+999_999)/1e6, 10)}
 	}
