@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dotdo/dotdo/internal/auth"
+	"github.com/dotdo/dotdo/internal/email"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
@@ -33,6 +34,19 @@ type services struct {
 	db    *thingsdb.Service
 	auth  *auth.Service
 	queue *queue.Service
+	email *email.Service
+}
+
+// templatesOf is the email_templates binding of an in-process email
+// service, as cmd/dotdo builds it.
+func templatesOf(e *email.Service) mcp.EmailTemplates {
+	return func(context.Context) ([]mcp.EmailTemplate, error) {
+		var out []mcp.EmailTemplate
+		for _, t := range e.Templates().List() {
+			out = append(out, mcp.EmailTemplate{Name: t.Name, Variables: t.Variables, Source: t.Source})
+		}
+		return out, nil
+	}
 }
 
 // openQueue opens the queue service on the external NATS of
@@ -95,7 +109,17 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 			if err := a.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			fn(t, services{db: db, auth: a, queue: openQueue(t)})
+			q := openQueue(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			e, err := email.New(db, q, email.Config{Provider: "outbox", From: "dotdo <noreply@example.com>"}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, services{db: db, auth: a, queue: q, email: e})
 		})
 	}
 }
@@ -122,7 +146,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 // over the SDK's in-memory transports.
 func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
-	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Can: can, Identity: id, Version: "test", PageSize: 5}
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -144,7 +168,7 @@ func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*m
 	return cs
 }
 
-var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "queue_send", "queue_stats", "whoami"}
+var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "email_send", "email_status", "email_templates", "queue_send", "queue_stats", "whoami"}
 
 func TestToolsInMemory(t *testing.T) {
 	eachBackend(t, func(t *testing.T, svc services) {
@@ -179,6 +203,12 @@ func TestToolsInMemory(t *testing.T) {
 		}
 		if st := out["queue_stats"]; st["backlog"] != 1.0 || st["delayed"] != 1.0 {
 			t.Errorf("queue_stats = %v; want 1 ready and 1 delayed", st)
+		}
+		if out["email_status"]["id"] != out["email_send"]["id"] || out["email_status"]["test"] != true {
+			t.Errorf("email_status = %v; want the test email email_send queued (%v)", out["email_status"], out["email_send"])
+		}
+		if len(out["email_templates"]["items"].([]any)) < 5 {
+			t.Errorf("email_templates = %v; want the built-in templates", out["email_templates"])
 		}
 		if out["whoami"]["subject"] != "admin" {
 			t.Errorf("whoami = %v; want subject admin", out["whoami"])
@@ -230,6 +260,10 @@ func TestBadArguments(t *testing.T) {
 			{"queue_send", map[string]any{"queue": "nope", "messages": []any{map[string]any{"body": 1}}}, "not_found"},
 			{"queue_send", map[string]any{"queue": "demo", "messages": []any{map[string]any{"body": 1, "delaySeconds": 99999}}}, "delay"},
 			{"queue_stats", map[string]any{"queue": "Bad Name"}, "queue name"},
+			{"email_send", map[string]any{"ns": "demo", "to": []string{}, "subject": "s", "text": "t"}, "recipient"},
+			{"email_send", map[string]any{"ns": "demo", "to": []string{"not an address"}, "subject": "s", "text": "t"}, "not a valid email address"},
+			{"email_send", map[string]any{"ns": "demo", "to": []string{"a@example.com"}, "template": "no-such-template"}, "template"},
+			{"email_status", map[string]any{"ns": "demo", "id": "nope"}, "not_found"},
 			{"api_key_create", map[string]any{"name": "x"}, "role"},
 			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
 			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
@@ -359,6 +393,9 @@ func TestTenantIsolation(t *testing.T) {
 			{"analytics_query", map[string]any{"ns": "other", "event": "e", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}},
 			{"queue_send", map[string]any{"queue": "other", "messages": []any{map[string]any{"body": 1}}}},
 			{"queue_stats", map[string]any{"queue": "other"}},
+			{"email_send", map[string]any{"ns": "other", "to": []string{"a@example.com"}, "subject": "s", "text": "t"}},
+			{"email_status", map[string]any{"ns": "other", "id": "x"}},
+			{"email_templates", map[string]any{"ns": "other"}},
 			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
 			{"db_list", map[string]any{"ns": "_auth"}},
 			{"api_keys_list", map[string]any{}},

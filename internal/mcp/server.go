@@ -75,6 +75,10 @@ type Options struct {
 	Search Search
 	// Queue, when set, adds queue_send and queue_stats.
 	Queue Queue
+	// Email, when set, adds email_send and email_status; EmailTemplates
+	// adds email_templates.
+	Email          Email
+	EmailTemplates EmailTemplates
 	// Can decides permissions; required.
 	Can Authorizer
 	// CustomRoles are the configured roles beside the built-in ones, to
@@ -135,6 +139,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Queue != nil {
 		s.addQueueTools()
+	}
+	if opts.Email != nil {
+		s.addEmailTools()
 	}
 	s.addWhoami()
 	s.addResources()
@@ -227,7 +234,13 @@ func addTool[In, Out any](s *Server, t *sdk.Tool, h func(c call, in In) (Out, er
 	t.OutputSchema = schemaFor[Out]()
 	sdk.AddTool(s.srv, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
 		var zero Out
-		out, err := h(call{ctx: ctx, id: s.caller(ctx, req.Extra)}, in)
+		id := s.caller(ctx, req.Extra)
+		if id != nil {
+			// The services read the caller from the context too (an
+			// sk_test_ key's email stays in the outbox).
+			ctx = identity.With(ctx, id)
+		}
+		out, err := h(call{ctx: ctx, id: id}, in)
 		if err != nil {
 			return nil, zero, s.toolError(ctx, t.Name, err)
 		}

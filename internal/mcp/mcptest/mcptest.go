@@ -75,6 +75,11 @@ func Script(ns string) []Step {
 		}},
 		{"queue_send", fixed(map[string]any{"queue": ns, "messages": []any{map[string]any{"body": map[string]any{"hello": "world"}}, map[string]any{"body": "plain", "contentType": "text", "delaySeconds": 60}}})},
 		{"queue_stats", fixed(map[string]any{"queue": ns})},
+		{"email_send", fixed(map[string]any{"ns": ns, "from": "App <app@example.com>", "to": []string{"user@example.com"}, "subject": "Hello from MCP", "text": "Hi!", "test": true})},
+		{"email_status", func(prev map[string]map[string]any) map[string]any {
+			return map[string]any{"ns": ns, "id": prev["email_send"]["id"]}
+		}},
+		{"email_templates", fixed(map[string]any{"ns": ns})},
 		{"api_key_create", fixed(map[string]any{"name": "mcp test key", "role": "viewer", "namespaces": []string{ns}})},
 		{"api_keys_list", fixed(map[string]any{"limit": 200})},
 		{"api_key_revoke", func(prev map[string]map[string]any) map[string]any {
