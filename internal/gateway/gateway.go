@@ -250,7 +250,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 	limit := g.cfg.MaxBodyBytes
 	for _, u := range g.bigBody {
 		for _, p := range u.Prefixes {
-			if strings.HasPrefix(r.URL.Path, p+"/") {
+			if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
 				limit = u.MaxBodyBytes
 			}
 		}
