@@ -1,25 +1,170 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/dotdo/dotdo/internal/email"
+	"github.com/dotdo/dotdo/internal/gateway"
+	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
+	"github.com/dotdo/dotdo/internal/gen/dotdo/email/v1/emailv1connect"
+	"github.com/dotdo/dotdo/internal/thingsdb"
+)
 
 // This file wires the email service into the binary: its options, its
 // config, its subcommands and its construction in serve.
 
 // emailConfig is the email service's part of the config.
-type emailConfig struct{}
+type emailConfig struct {
+	Provider  string
+	From      string
+	Templates string
+	Resend    email.ResendConfig
+	SendGrid  email.SendGridConfig
+	SMTP      email.SMTPConfig
+	// URL is an email service in another process, for the services here
+	// that send email (auth) or report events (webhooks).
+	URL string
+}
 
 // emailOptions are the email service's flags and environment variables.
-func emailOptions() []*option { return nil }
+// Provider secrets are read from the environment only.
+func emailOptions() []*option {
+	return []*option{
+		{flag: "email-provider", env: "DOTDO_EMAIL_PROVIDER", def: "outbox", help: "how email is delivered: outbox (kept, never delivered), resend (key in DOTDO_EMAIL_RESEND_API_KEY), sendgrid (key in DOTDO_EMAIL_SENDGRID_API_KEY) or smtp (password in DOTDO_EMAIL_SMTP_PASSWORD); sk_test_ keys always use the outbox"},
+		{flag: "email-from", env: "DOTDO_EMAIL_FROM", def: "", help: "sender of emails that name none, such as \"Acme <noreply@acme.com>\""},
+		{flag: "email-templates", env: "DOTDO_EMAIL_TEMPLATES", def: "", help: "directory of email templates (<name>.subject.txt, <name>.html, <name>.txt) that override or add to the built-in ones"},
+		{flag: "email-resend-url", env: "DOTDO_EMAIL_RESEND_URL", def: "https://api.resend.com", help: "base URL of the Resend API"},
+		{flag: "email-sendgrid-url", env: "DOTDO_EMAIL_SENDGRID_URL", def: "https://api.sendgrid.com", help: "base URL of the SendGrid API"},
+		{flag: "email-smtp-host", env: "DOTDO_EMAIL_SMTP_HOST", def: "", help: "SMTP server for --email-provider smtp"},
+		{flag: "email-smtp-port", env: "DOTDO_EMAIL_SMTP_PORT", def: "0", help: "SMTP port; 0 means 587 (starttls), 465 (tls) or 25 (none)"},
+		{flag: "email-smtp-username", env: "DOTDO_EMAIL_SMTP_USERNAME", def: "", help: "SMTP user name for AUTH PLAIN; the password comes from DOTDO_EMAIL_SMTP_PASSWORD"},
+		{flag: "email-smtp-security", env: "DOTDO_EMAIL_SMTP_SECURITY", def: "starttls", help: "starttls (required), tls (implicit, port 465) or none (a relay on this host)"},
+		{flag: "email-url", env: "DOTDO_EMAIL_URL", def: "", help: "URL of an email service in another process (http://host:port), for the services here that send email"},
+	}
+}
 
 // parse fills the email config from its options.
-func (q *emailConfig) parse(c *config, l optionLookup) error { return nil }
+func (q *emailConfig) parse(c *config, l optionLookup) error {
+	q.Provider = l.get("email-provider").value
+	if !slices.Contains([]string{"outbox", "resend", "sendgrid", "smtp"}, q.Provider) {
+		return l.bad("email-provider", "use outbox, resend, sendgrid or smtp")
+	}
+	q.From = l.get("email-from").value
+	q.Templates = l.get("email-templates").value
+	if q.Templates != "" {
+		if st, err := os.Stat(q.Templates); err != nil || !st.IsDir() {
+			return l.bad("email-templates", "not a readable directory")
+		}
+	}
+	for _, f := range []string{"email-resend-url", "email-sendgrid-url"} {
+		if u, err := url.Parse(l.get(f).value); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return l.bad(f, "want a base URL such as https://api.example.com")
+		}
+	}
+	q.Resend = email.ResendConfig{APIKey: l.getenv("DOTDO_EMAIL_RESEND_API_KEY"), BaseURL: l.get("email-resend-url").value}
+	q.SendGrid = email.SendGridConfig{APIKey: l.getenv("DOTDO_EMAIL_SENDGRID_API_KEY"), BaseURL: l.get("email-sendgrid-url").value}
+	port, err := strconv.Atoi(l.get("email-smtp-port").value)
+	if err != nil || port < 0 || port > 65535 {
+		return l.bad("email-smtp-port", "want a port number, or 0 for the default")
+	}
+	q.SMTP = email.SMTPConfig{Host: l.get("email-smtp-host").value, Port: port, Username: l.get("email-smtp-username").value,
+		Password: l.getenv("DOTDO_EMAIL_SMTP_PASSWORD"), Security: l.get("email-smtp-security").value}
+	if !slices.Contains([]string{"starttls", "tls", "none"}, q.SMTP.Security) {
+		return l.bad("email-smtp-security", "use starttls, tls or none")
+	}
+	if c.has("email") {
+		switch {
+		case q.Provider == "resend" && q.Resend.APIKey == "":
+			return errors.New("--email-provider resend needs the API key in DOTDO_EMAIL_RESEND_API_KEY")
+		case q.Provider == "sendgrid" && q.SendGrid.APIKey == "":
+			return errors.New("--email-provider sendgrid needs the API key in DOTDO_EMAIL_SENDGRID_API_KEY")
+		case q.Provider == "smtp" && q.SMTP.Host == "":
+			return l.bad("email-smtp-host", "--email-provider smtp needs the SMTP server's host")
+		}
+	}
+	q.URL = strings.TrimSuffix(l.get("email-url").value, "/")
+	if q.URL != "" {
+		if u, err := url.Parse(q.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return l.bad("email-url", "want the email service's base URL, such as http://127.0.0.1:8790")
+		}
+	}
+	return nil
+}
 
-// emailWiring holds the email service's bindings for the services wired after it.
-type emailWiring struct{}
+// emailWiring holds the email service's bindings for the services wired
+// after it: api is the service itself in this process or a Connect client
+// to it (nil when neither), svc the service when it runs here.
+type emailWiring struct {
+	api email.API
+	svc *email.Service
+}
 
 // emailCommands are the subcommands the email service adds beside serve.
 func emailCommands() map[string]command { return nil }
 
 // wireEmail builds the email service in this process when it runs here,
 // or a client to it when a service here needs it, and adds its upstream.
-func wireEmail(ctx context.Context, w *wiring) error { return nil }
+func wireEmail(ctx context.Context, w *wiring) error {
+	ec := &w.cfg.Email
+	if !w.cfg.has("email") {
+		if ec.URL == "" {
+			return nil
+		}
+		client := emailv1connect.NewEmailServiceClient(w.client, ec.URL, w.clientOpts...)
+		w.email.api = client
+		if w.cfg.has("gateway") {
+			// The REST routes run where the service runs; a gateway in
+			// another process forwards its Connect calls only.
+			w.ups = append(w.ups, gateway.Upstream{
+				Name: "email", RPCPath: "/" + emailv1connect.EmailServiceName + "/", RPC: proxy(ec.URL, w.cfg.InternalToken, w.client.Transport),
+				Health: func(ctx context.Context) error {
+					_, err := client.Health(ctx, connect.NewRequest(&emailv1.HealthRequest{}))
+					return err
+				},
+			})
+		}
+		return nil
+	}
+	if w.queue.svc == nil {
+		return errors.New("the email service needs the queue: run it in this process too (--services ...,queue,email) or give NATS_URL")
+	}
+	svc, err := email.New(thingsdb.Instrument(w.db, w.reg, "db"), w.queue.svc, email.Config{
+		Provider: ec.Provider, From: ec.From, TemplateDir: ec.Templates,
+		Resend: ec.Resend, SendGrid: ec.SendGrid, SMTP: ec.SMTP,
+	}, w.log.With("service", "email"))
+	if err != nil {
+		return fmt.Errorf("email: %w", err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	w.email.api, w.email.svc = svc, svc
+	path, handler := emailv1connect.NewEmailServiceHandler(svc, w.serverOpts...)
+	up := gateway.Upstream{
+		Name: "email", Prefixes: email.Prefixes, RPCPath: path, RPC: handler,
+		// Attachments (10 MB, base64) need more than the default body limit.
+		MaxBodyBytes: email.MaxRequestBytes,
+		Health: func(ctx context.Context) error {
+			_, err := svc.Health(ctx, connect.NewRequest(&emailv1.HealthRequest{}))
+			return err
+		},
+	}
+	if w.cfg.has("gateway") {
+		up.Routes = func(mux *http.ServeMux) {
+			email.Routes(mux, svc, email.RouteOptions{Authorize: authorizer(w.cfg.Roles)})
+		}
+	}
+	w.ups = append(w.ups, up)
+	w.log.Info("email service ready", "provider", ec.Provider, "templates", len(svc.Templates().List()))
+	return nil
+}
