@@ -176,3 +176,37 @@ func (e *OpenAIEmbedder) Embed(ctx context.Context, texts []string) ([][]float32
 	}
 	return vecs, nil
 }
+
+// EmbedderConfig chooses the db service's embedder from its options.
+type EmbedderConfig struct {
+	// Kind is "" (none), "lexical-hash" (the offline lexical embedder)
+	// or "openai" (any OpenAI-compatible server).
+	Kind string
+	// URL is the provider's base URL up to /v1 (openai).
+	URL    string
+	Model  string
+	APIKey string
+	// Dims is the embedding dimension: required for lexical-hash and
+	// openai (for OpenAI's text-embedding-3 models it is also sent).
+	Dims int
+}
+
+// NewEmbedder returns the embedder c describes, or nil for Kind "".
+func NewEmbedder(c EmbedderConfig) (Embedder, error) {
+	switch c.Kind {
+	case "":
+		return nil, nil
+	case "lexical-hash":
+		if c.Dims < 8 || c.Dims > MaxEmbedding {
+			return nil, fmt.Errorf("the lexical-hash embedder needs dimensions between 8 and %d", MaxEmbedding)
+		}
+		return LexicalHashEmbedder{Dimensions: c.Dims}, nil
+	case "openai":
+		if c.URL == "" || c.Model == "" || c.Dims <= 0 || c.Dims > MaxEmbedding {
+			return nil, fmt.Errorf("the openai embedder needs a base URL (such as https://api.openai.com/v1 or http://localhost:11434/v1), a model and dimensions")
+		}
+		return &OpenAIEmbedder{BaseURL: c.URL, Model: c.Model, Dimensions: c.Dims, APIKey: c.APIKey,
+			SendDimensions: strings.HasPrefix(c.Model, "text-embedding-3")}, nil
+	}
+	return nil, fmt.Errorf("unknown embedder %q: use lexical-hash or openai", c.Kind)
+}

@@ -519,6 +519,7 @@ type searchCursor struct {
 	Digest string  `json:"d"`
 	Score  float64 `json:"s"`
 	ID     string  `json:"i"`
+	Rowid  int64   `json:"r,omitempty"`
 	Offset int     `json:"o"`
 }
 
@@ -593,7 +594,7 @@ func (s *Service) Search(ctx context.Context, req *connect.Request[dbv1.SearchRe
 		if p.after != nil {
 			off += p.after.Offset
 		}
-		out.NextCursor = searchCursor{Digest: digestOf(req.Msg, p.mode), Score: last.score, ID: last.id, Offset: off}.encode()
+		out.NextCursor = searchCursor{Digest: digestOf(req.Msg, p.mode), Score: last.score, ID: last.id, Rowid: last.rowid, Offset: off}.encode()
 	}
 	items, err := s.fillHits(ctx, p, hits)
 	if err != nil {
@@ -715,11 +716,10 @@ func (s *Service) planSearch(ctx context.Context, m *dbv1.SearchRequest) (*searc
 
 // hit is one ranked result before the thing is read.
 type hit struct {
-	id             string
-	score          float64
-	ftRank, vRank  int
-	fromFullText   bool
-	snippetPending bool
+	id            string
+	rowid         int64 // SQLite full text: the ordering tie-break
+	score         float64
+	ftRank, vRank int
 }
 
 func (p *searchPlan) afterKey() *scored {
@@ -735,16 +735,24 @@ func (s *Service) fulltextPage(ctx context.Context, p *searchPlan) ([]hit, error
 	if err != nil {
 		return nil, err
 	}
-	var out []hit
-	ak := p.afterKey()
-	for i, r := range all {
-		if ak != nil && !r.after(*ak) {
-			continue
+	i := 0
+	if p.after != nil {
+		ak := ftKey{score: p.after.Score, rowid: p.after.Rowid, id: p.after.ID}
+		for i < len(all) && !all[i].after(ak) {
+			i++
 		}
-		out = append(out, hit{id: r.id, score: r.score, ftRank: i + 1, fromFullText: true})
-		if len(out) > p.limit {
-			break
-		}
+	}
+	off := 0
+	if p.after != nil {
+		off = p.after.Offset
+	}
+	live, err := s.resolve(ctx, p.ns, all[i:], p.limit+1)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]hit, len(live))
+	for j, r := range live {
+		out[j] = hit{id: r.id, rowid: r.rowid, score: r.score, ftRank: off + j + 1}
 	}
 	return out, nil
 }
@@ -773,7 +781,8 @@ func (s *Service) vectorPage(ctx context.Context, p *searchPlan) ([]hit, error) 
 // repeats or is skipped; the list holds at most 4 x limit things.
 func (s *Service) hybridPage(ctx context.Context, p *searchPlan) ([]hit, error) {
 	depth := 2 * p.limit
-	var ft, vr []scored
+	var ft []ftKey
+	var vr []scored
 	var ferr, verr error
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -789,10 +798,15 @@ func (s *Service) hybridPage(ctx context.Context, p *searchPlan) ([]hit, error) 
 	if verr != nil {
 		return nil, verr
 	}
-	if len(ft) > depth {
-		ft = ft[:depth]
+	live, err := s.resolve(ctx, p.ns, ft, depth)
+	if err != nil {
+		return nil, err
 	}
-	return fuse(ft, vr, p.wf, p.wv, p.k, p.afterKey(), p.limit+1), nil
+	fts := make([]scored, len(live))
+	for i, r := range live {
+		fts[i] = scored{id: r.id, score: r.score}
+	}
+	return fuse(fts, vr, p.wf, p.wv, p.k, p.afterKey(), p.limit+1), nil
 }
 
 // fuse combines two ranked lists with weighted Reciprocal Rank Fusion and
@@ -812,7 +826,6 @@ func fuse(ft, vr []scored, wf, wv float64, k int, after *scored, n int) []hit {
 	for i, r := range ft {
 		h := get(r.id)
 		h.ftRank = i + 1
-		h.fromFullText = true
 		h.score += wf / float64(k+i+1)
 	}
 	for i, r := range vr {
@@ -844,31 +857,59 @@ func fuse(ft, vr []scored, wf, wv float64, k int, after *scored, n int) []hit {
 func nsTag(ns string) string    { return "n" + strings.ToUpper(hex.EncodeToString([]byte(ns))) + "q" }
 func typeTag(typ string) string { return "t" + strings.ToUpper(hex.EncodeToString([]byte(typ))) + "q" }
 
+// ftKey is a full-text candidate: on SQLite its rowid (the id is read
+// only for the things a page shows), on PostgreSQL its id.
+type ftKey struct {
+	score float64
+	rowid int64
+	id    string
+}
+
+// after reports whether a ranks after b: lower score, then greater rowid
+// (SQLite) or id (PostgreSQL).
+func (a ftKey) after(b ftKey) bool {
+	if a.score != b.score {
+		return a.score < b.score
+	}
+	if a.rowid != b.rowid {
+		return a.rowid > b.rowid
+	}
+	return a.id > b.id
+}
+
 // fulltextLeg returns the full-text matches, best first: at most
-// MaxRankedCandidates of them are ranked.
-func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]scored, error) {
+// MaxRankedCandidates of them are ranked. On SQLite, without a where
+// document, the candidates come from the FTS5 index alone (the tags column
+// restricts them to the namespace and type), and resolve reads the things
+// of the few a page needs; with one, the things are joined to filter
+// before the cap.
+func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]ftKey, error) {
 	var sb strings.Builder
 	var args []any
 	if s.be.Name == Postgres {
-		sb.WriteString("SELECT t.id, ts_rank_cd(t.search, websearch_to_tsquery('english', ?), 1) FROM things t WHERE t.ns = ? AND " + live)
+		sb.WriteString("SELECT 0, t.id, ts_rank_cd(t.search, websearch_to_tsquery('english', ?), 1) FROM things t WHERE t.ns = ? AND " + live)
 		args = append(args, p.query.websearch(), p.ns, s.now())
+		if p.typ != "" {
+			sb.WriteString(" AND t.type = ?")
+			args = append(args, p.typ)
+		}
+		args = compile(&s.d, p.conds, &sb, args)
+		sb.WriteString(" AND t.search @@ websearch_to_tsquery('english', ?)")
+		args = append(args, p.query.websearch())
 	} else {
 		match := "tags : \"" + nsTag(p.ns) + "\""
 		if p.typ != "" {
 			match += " AND tags : \"" + typeTag(p.typ) + "\""
 		}
 		match += " AND {content fields} : (" + p.query.fts5() + ")"
-		sb.WriteString("SELECT t.id, -bm25(things_fts, 1.0, 0.5, 0.0) FROM things_fts JOIN things t ON t.rowid = things_fts.rowid WHERE things_fts MATCH ? AND t.ns = ? AND " + live)
-		args = append(args, match, p.ns, s.now())
-	}
-	if p.typ != "" {
-		sb.WriteString(" AND t.type = ?")
-		args = append(args, p.typ)
-	}
-	args = compile(&s.d, p.conds, &sb, args)
-	if s.be.Name == Postgres {
-		sb.WriteString(" AND t.search @@ websearch_to_tsquery('english', ?)")
-		args = append(args, p.query.websearch())
+		if len(p.conds) == 0 {
+			sb.WriteString("SELECT things_fts.rowid, '', -bm25(things_fts, 1.0, 0.5, 0.0) FROM things_fts WHERE things_fts MATCH ?")
+			args = append(args, match)
+		} else {
+			sb.WriteString("SELECT t.rowid, '', -bm25(things_fts, 1.0, 0.5, 0.0) FROM things_fts JOIN things t ON t.rowid = things_fts.rowid WHERE things_fts MATCH ? AND t.ns = ? AND " + live)
+			args = append(args, match, p.ns, s.now())
+			args = compile(&s.d, p.conds, &sb, args)
+		}
 	}
 	sb.WriteString(" LIMIT ?")
 	args = append(args, MaxRankedCandidates)
@@ -881,10 +922,10 @@ func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]scored, err
 		return nil, err
 	}
 	defer rows.Close()
-	out := make([]scored, 0, 64)
+	out := make([]ftKey, 0, 64)
 	for rows.Next() {
-		var r scored
-		if err := rows.Scan(&r.id, &r.score); err != nil {
+		var r ftKey
+		if err := rows.Scan(&r.rowid, &r.id, &r.score); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -893,6 +934,50 @@ func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]scored, err
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[j].after(out[i]) })
+	return out, nil
+}
+
+// resolve returns the first n candidates that are live things of ns, with
+// their ids (on PostgreSQL the candidates are already checked).
+func (s *Service) resolve(ctx context.Context, ns string, cands []ftKey, n int) ([]ftKey, error) {
+	if s.be.Name == Postgres {
+		return cands[:min(n, len(cands))], nil
+	}
+	out := make([]ftKey, 0, n)
+	for lo := 0; lo < len(cands) && len(out) < n; {
+		hi := min(lo+max(2*(n-len(out)), 16), len(cands))
+		part := cands[lo:hi]
+		args := make([]any, 0, len(part)+2)
+		args = append(args, ns, s.now())
+		for _, c := range part {
+			args = append(args, c.rowid)
+		}
+		rows, err := s.be.Read.QueryContext(ctx, "SELECT t.rowid, t.id FROM things t WHERE t.ns = ? AND "+live+" AND t.rowid IN ("+strings.Repeat(",?", len(part))[1:]+")", args...)
+		if err != nil {
+			return nil, err
+		}
+		ids := map[int64]string{}
+		for rows.Next() {
+			var rid int64
+			var id string
+			if err := rows.Scan(&rid, &id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			ids[rid] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for _, c := range part {
+			if id, ok := ids[c.rowid]; ok && len(out) < n {
+				c.id = id
+				out = append(out, c)
+			}
+		}
+		lo = hi
+	}
 	return out, nil
 }
 
