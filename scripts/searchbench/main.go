@@ -269,7 +269,9 @@ func analytics(ctx context.Context, svc *thingsdb.Service, rng *rand.Rand) {
 
 func report(label string, ls []time.Duration, extra string) {
 	sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
-	p := func(q float64) time.Duration { return ls[min(len(ls)-1, int(q*float64(len(ls))))].Round(10 * time.Microsecond) }
+	p := func(q float64) time.Duration {
+		return ls[min(len(ls)-1, int(q*float64(len(ls))))].Round(10 * time.Microsecond)
+	}
 	fmt.Printf("%s: %d queries, p50 %v, p95 %v, p99 %v, max %v  %s\n", label, len(ls), p(0.5), p(0.95), p(0.99), ls[len(ls)-1].Round(10*time.Microsecond), extra)
 }
 
