@@ -301,6 +301,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		lim.onLimited = w.schedule.recordLimit
 		acfg := auth.AuthenticatorConfig{Issuer: cfg.PublicURL, Audience: "dotdo", KeyTTL: 4 * time.Second}
 		if authSvc != nil {
 			acfg.Keys = authSvc.Keyring()

@@ -119,6 +119,8 @@ type limits struct {
 	anon    *ratelimit.Policy            // per IP, for callers without credentials
 	routes  map[string]*ratelimit.Policy // per route pattern, overriding both
 	log     *slog.Logger
+	// onLimited, when set, is told of each refusal (check-rate-limits).
+	onLimited func(key, policy string)
 }
 
 func newLimits(cfg *config, log *slog.Logger) (*limits, error) {
@@ -173,6 +175,9 @@ func (l *limits) decide(w http.ResponseWriter, r *http.Request, route string, id
 	}
 	ratelimit.WriteHeaders(w.Header(), *p, d)
 	if !d.Allowed {
+		if l.onLimited != nil {
+			l.onLimited(key, p.Name)
+		}
 		apierr.WriteHTTP(w, reqid.From(r.Context()), apierr.New(apierr.RateLimited, "rate limit %s exceeded; retry after %d seconds", p.Name, int(d.RetryAfter.Seconds()+0.999)))
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -226,7 +227,7 @@ type healthEvent struct {
 // target's status as a HealthCheck thing (kept for retention), the last
 // status per service as a HealthState thing, and a HealthEvent thing and a
 // log line when a status changes.
-func HealthCheckServices(db DB, clock Clock, targets func() []HealthTarget, retention time.Duration, log func(msg string, args ...any)) func(context.Context) (string, error) {
+func HealthCheckServices(db DB, clock Clock, targets func() []HealthTarget, retention time.Duration, log *slog.Logger) func(context.Context) (string, error) {
 	return func(ctx context.Context) (string, error) {
 		var parts []string
 		down := 0
@@ -273,15 +274,15 @@ func HealthCheckServices(db DB, clock Clock, targets func() []HealthTarget, rete
 				return strings.Join(parts, ", "), fmt.Errorf("record health of %s: %w", tg.Name, err)
 			}
 			if prev != doc.Status && log != nil {
-				log("service status changed", "target", tg.Name, "from", prev, "to", doc.Status, "err", doc.Error)
+				level := slog.LevelWarn
+				if prev == "" {
+					level = slog.LevelInfo
+				}
+				log.Log(ctx, level, "service status changed", "target", tg.Name, "from", prev, "to", doc.Status, "err", doc.Error)
 			}
 			parts = append(parts, tg.Name+" "+doc.Status)
 		}
-		out := strings.Join(parts, ", ")
-		if down > 0 {
-			return out, nil
-		}
-		return out, nil
+		return fmt.Sprintf("%d of %d down: %s", down, len(parts), strings.Join(parts, ", ")), nil
 	}
 }
 

@@ -726,7 +726,9 @@ func (s *Service) lost(ctx context.Context, r *runState, err error) {
 func (s *Service) finish(ctx context.Context, r *runState, status, errMsg, out string) error {
 	now := s.clock.Now()
 	r.pb.Status, r.pb.Error, r.pb.Output, r.pb.EndedAt, r.pb.LeaseUntil, r.pb.NextAttemptAt = status, clip(errMsg, 500), clip(out, 1000), micros(now), 0, 0
-	if status != statusSkipped {
+	if status == statusSkipped {
+		r.pb.Attempts = 0
+	} else {
 		s.log.InfoContext(ctx, "schedule: run finished", "task", r.t.key(), "run", r.pb.Id, "status", status, "attempts", r.pb.Attempts)
 	}
 	return s.saveRun(ctx, r, false)

@@ -88,7 +88,10 @@ func TestRetryWithBackoff(t *testing.T) {
 
 	clk.Advance(time.Hour)
 	var rs []*schedulev1.Run
-	waitFor(t, "the first attempt", func() bool { rs = runs(t, r.Service, "acme", "flaky"); return len(rs) == 1 && rs[0].Status == statusRetrying })
+	waitFor(t, "the first attempt", func() bool {
+		rs = runs(t, r.Service, "acme", "flaky")
+		return len(rs) == 1 && rs[0].Status == statusRetrying
+	})
 	// Jitter 0 gives half the exponential delay: 5s, then 10s.
 	if got := fromMicros(rs[0].NextAttemptAt).Sub(fromMicros(rs[0].History[0].EndedAt)); got != 5*time.Second {
 		t.Errorf("first backoff = %v; want 5s", got)
@@ -134,7 +137,10 @@ func TestRetryWithBackoff(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 		clk.Advance(time.Second)
 	}
-	waitFor(t, "the broken run to fail", func() bool { rs = runs(t, r.Service, "acme", "broken"); return len(rs) == 1 && rs[0].Status == statusFailed })
+	waitFor(t, "the broken run to fail", func() bool {
+		rs = runs(t, r.Service, "acme", "broken")
+		return len(rs) == 1 && rs[0].Status == statusFailed
+	})
 	if rs[0].Attempts != 3 || !strings.Contains(rs[0].Error, "503") {
 		t.Errorf("failed run: attempts %d, error %q; want 3 and the status", rs[0].Attempts, rs[0].Error)
 	}
