@@ -39,8 +39,13 @@ func permanentf(format string, args ...any) error {
 }
 
 // processingLease is how long a claimed event may stay in processing
-// before the sweeper takes it back from a worker presumed dead.
-const processingLease = 5 * time.Minute
+// before it is taken back from a worker presumed dead (killed mid-way). A
+// handler runs under a shorter deadline, so a live worker never loses its
+// claim.
+const (
+	processingLease = 60 * time.Second
+	handlerTimeout  = 45 * time.Second
+)
 
 // consumeInbound processes a batch of event ids from the inbound queue.
 func (s *Service) consumeInbound(ctx context.Context, b *queue.Batch) error {
@@ -83,8 +88,10 @@ func (s *Service) process(ctx context.Context, id string) (time.Duration, error)
 	switch ev.Status {
 	case StatusReceived:
 	case StatusProcessing:
-		if s.Now().Sub(time.UnixMicro(t.UpdatedAt)) < processingLease {
-			return 0, nil // another worker has it
+		if held := s.Now().Sub(time.UnixMicro(t.UpdatedAt)); held < processingLease {
+			// Another worker has it, or had it and died: look again once
+			// its lease is over rather than drop the message.
+			return processingLease - held + time.Second, nil
 		}
 	default:
 		return 0, nil // processed, ignored, failed or rejected: done
@@ -111,7 +118,9 @@ func (s *Service) process(ctx context.Context, id string) (time.Duration, error)
 		if err != nil {
 			herr = permanentf("payload no longer stored: %v", err)
 		} else {
-			herr = h(ctx, inbound{EventID: ev.EventID, Type: ev.Type, Body: body})
+			hctx, cancel := context.WithTimeout(ctx, handlerTimeout)
+			herr = h(hctx, inbound{EventID: ev.EventID, Type: ev.Type, Body: body})
+			cancel()
 		}
 	}
 	var delay time.Duration
@@ -146,8 +155,14 @@ func (s *Service) process(ctx context.Context, id string) (time.Duration, error)
 func (s *Service) sweep(ctx context.Context) {
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
+	// At start every waiting event is fair game: a process that stored one
+	// and died will not enqueue it. Enqueueing one twice is harmless (the
+	// claim makes it run once).
+	age := time.Duration(0)
 	for {
-		if err := s.Sweep(ctx, 10*time.Second); err != nil && ctx.Err() == nil {
+		err := s.Sweep(ctx, age)
+		age = 30 * time.Second
+		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "webhook sweep", "err", err)
 		}
 		select {

@@ -290,8 +290,15 @@ func endpointViewOf(e *webhooksv1.Endpoint, secret string) endpointView {
 		DisabledReason: e.DisabledReason, CreatedAt: millis(e.CreatedAt), UpdatedAt: millis(e.UpdatedAt), Secret: secret}
 }
 
+// maxAPIBody caps the operations' JSON bodies: the gateway lets this
+// service's paths take inbound webhooks' larger bodies.
+const maxAPIBody = 1 << 20
+
 func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
+	if err == nil && len(b) > maxAPIBody {
+		return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", maxAPIBody)
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
