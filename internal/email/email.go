@@ -94,6 +94,10 @@ type Service struct {
 	tpl       *Templates
 	providers map[string]Provider
 	now       func() time.Time
+	// commits feeds the committers (group commit of sends); nil until
+	// Start.
+	commits chan *commit
+	stopped chan struct{} // closed when the Start context ends
 }
 
 // New returns the email service over its db and queue bindings. Start it
@@ -167,6 +171,14 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.q.Consume(ctx, SendQueue, s.handle); err != nil {
 		return fmt.Errorf("email: consume %s: %w", SendQueue, err)
 	}
+	s.commits, s.stopped = make(chan *commit, 256), make(chan struct{})
+	for range 2 {
+		go s.committer(ctx)
+	}
+	go func() {
+		<-ctx.Done()
+		close(s.stopped)
+	}()
 	return nil
 }
 

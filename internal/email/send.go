@@ -495,6 +495,33 @@ func (s *Service) send(ctx context.Context, ins []*Input, o Options, batch bool)
 	if len(ops) == 0 {
 		return results, nil
 	}
+	if idemID == "" && s.commits != nil && len(ops) <= 20 {
+		// Small writes without a key share transactions with concurrent
+		// sends (group commit).
+		c := &commit{ops: ops, ready: ready, now: now, done: make(chan error, 1)}
+		select {
+		case s.commits <- c:
+		case <-s.stopped:
+			return nil, apierr.New(apierr.Unavailable, "the email service is shutting down; retry")
+		case <-ctx.Done():
+			return nil, apierr.New(apierr.Unavailable, "request cancelled")
+		}
+		var err error
+		select {
+		case err = <-c.done:
+		case <-s.stopped:
+			// A commit being written finishes; one still waiting does not.
+			select {
+			case err = <-c.done:
+			case <-time.After(5 * time.Second):
+				err = apierr.New(apierr.Unavailable, "the email service is shutting down; retry")
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return results, nil
+	}
 	if _, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops})); err != nil {
 		if idemID != "" && apierr.Is(err, apierr.PreconditionFailed) && apierr.From(err).Index == 0 {
 			return s.replay(ctx, idemID, hash)
@@ -502,19 +529,94 @@ func (s *Service) send(ctx context.Context, ins []*Input, o Options, batch bool)
 		return nil, s.internal(ctx, "store emails", err)
 	}
 	if err := s.enqueue(ctx, ready, now); err != nil {
-		// Undo, so that a retry (with the same key) can succeed.
-		var undo []*dbv1.Op
-		for _, op := range ops {
-			w := op.GetWrite()
-			undo = append(undo, &dbv1.Op{Op: &dbv1.Op_Delete{Delete: &dbv1.DeleteRequest{Ns: Namespace, Id: w.Id}}})
-		}
-		if _, derr := s.db.Batch(context.WithoutCancel(ctx), connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: undo})); derr != nil {
-			s.log.ErrorContext(ctx, "undo stored emails after a failed enqueue", "err", derr)
-		}
+		s.undo(ctx, ops)
 		s.log.ErrorContext(ctx, "enqueue emails", "err", err)
-		return nil, apierr.New(apierr.Unavailable, "the email queue is unavailable; nothing was sent, retry later")
+		return nil, errQueue
 	}
 	return results, nil
+}
+
+var errQueue = apierr.New(apierr.Unavailable, "the email queue is unavailable; nothing was sent, retry later")
+
+// undo deletes what ops wrote, after a failed enqueue, so that a retry
+// (with the same key) can succeed.
+func (s *Service) undo(ctx context.Context, ops []*dbv1.Op) {
+	var undo []*dbv1.Op
+	for _, op := range ops {
+		undo = append(undo, &dbv1.Op{Op: &dbv1.Op_Delete{Delete: &dbv1.DeleteRequest{Ns: Namespace, Id: op.GetWrite().Id}}})
+	}
+	if _, err := s.db.Batch(context.WithoutCancel(ctx), connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: undo})); err != nil {
+		s.log.ErrorContext(ctx, "undo stored emails after a failed enqueue", "err", err)
+	}
+}
+
+// commit is one request's writes waiting for a shared transaction.
+type commit struct {
+	ops   []*dbv1.Op
+	ready []*prepared
+	now   time.Time
+	done  chan error
+}
+
+// committer takes the waiting commits, writes them in one atomic batch
+// and queues their emails in one send, so that concurrent requests share
+// one database transaction (SQLite has one writer) and one round of queue
+// acknowledgements. If the shared batch fails, each commit is retried on
+// its own, so one request's failure is not another's.
+func (s *Service) committer(ctx context.Context) {
+	for {
+		var first *commit
+		select {
+		case first = <-s.commits:
+		case <-ctx.Done():
+			return
+		}
+		group := []*commit{first}
+		n, msgs := len(first.ops), len(first.ready)
+	more:
+		for n < 500 && msgs < 100 {
+			select {
+			case c := <-s.commits:
+				group = append(group, c)
+				n += len(c.ops)
+				msgs += len(c.ready)
+			default:
+				break more
+			}
+		}
+		s.flush(ctx, group)
+	}
+}
+
+func (s *Service) flush(ctx context.Context, group []*commit) {
+	var ops []*dbv1.Op
+	var ready []*prepared
+	for _, c := range group {
+		ops = append(ops, c.ops...)
+		ready = append(ready, c.ready...)
+	}
+	if _, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops})); err != nil {
+		if len(group) == 1 {
+			first := group[0]
+			first.done <- s.internal(ctx, "store emails", err)
+			return
+		}
+		for _, c := range group {
+			s.flush(ctx, []*commit{c})
+		}
+		return
+	}
+	if err := s.enqueue(ctx, ready, group[0].now); err != nil {
+		s.undo(ctx, ops)
+		s.log.ErrorContext(ctx, "enqueue emails", "err", err)
+		for _, c := range group {
+			c.done <- errQueue
+		}
+		return
+	}
+	for _, c := range group {
+		c.done <- nil
+	}
 }
 
 func firstSuppressed(r *record) string {
