@@ -150,8 +150,8 @@ func scheduleCommands() map[string]command {
 type scheduleDB interface {
 	schedule.DB
 	schedule.Purger
-	GenerateMissingEmbeddings(context.Context, *connect.Request[dbv1.GenerateMissingEmbeddingsRequest]) (*connect.Response[dbv1.GenerateMissingEmbeddingsResponse], error)
-	UpdateAnalytics(context.Context, *connect.Request[dbv1.UpdateAnalyticsRequest]) (*connect.Response[dbv1.UpdateAnalyticsResponse], error)
+	schedule.Embeddings
+	schedule.Analytics
 }
 
 // queueSender sends queue actions' messages through the queue engine.
@@ -225,43 +225,14 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	targets := healthTargets(w)
 	log := w.log.With("service", "schedule")
 	work := map[string]func(context.Context) (string, error){
-		"cleanup-expired-sessions": schedule.PurgeExpired(db, "sessions and refresh tokens"),
-		"cleanup-expired-api-keys": schedule.PurgeExpired(db, "API keys"),
-		"cleanup-old-generations":  schedule.CleanupOldGenerations(db, clock, cfg.Schedule.Retention),
-		"generate-missing-embeddings": func(ctx context.Context) (string, error) {
-			var total, failed int64
-			for i := 0; i < 100; i++ {
-				res, err := db.GenerateMissingEmbeddings(ctx, connect.NewRequest(&dbv1.GenerateMissingEmbeddingsRequest{}))
-				if err != nil {
-					return fmt.Sprintf("embedded %d things", total), err
-				}
-				total, failed = total+res.Msg.Embedded, failed+res.Msg.Failed
-				if res.Msg.Done {
-					break
-				}
-			}
-			if failed > 0 {
-				return fmt.Sprintf("embedded %d things, %d failed", total, failed), fmt.Errorf("%d things could not be embedded", failed)
-			}
-			return fmt.Sprintf("embedded %d things", total), nil
-		},
-		"update-analytics": func(ctx context.Context) (string, error) {
-			var total int64
-			for i := 0; i < 100; i++ {
-				res, err := db.UpdateAnalytics(ctx, connect.NewRequest(&dbv1.UpdateAnalyticsRequest{}))
-				if err != nil {
-					return fmt.Sprintf("rolled up %d events", total), err
-				}
-				total += res.Msg.Rolled
-				if res.Msg.Done {
-					break
-				}
-			}
-			return fmt.Sprintf("rolled up %d events", total), nil
-		},
-		"backup-database":       schedule.BackupDatabase(backuper, clock, filepath.Join(cfg.DataDir, "backups"), cfg.Schedule.Backups),
-		"health-check-services": schedule.HealthCheckServices(db, clock, func() []schedule.HealthTarget { return targets }, 7*24*time.Hour, log),
-		"check-rate-limits":     schedule.CheckRateLimits(db, clock, w.schedule.limits),
+		"cleanup-expired-sessions":    schedule.PurgeExpired(db, "sessions and refresh tokens"),
+		"cleanup-expired-api-keys":    schedule.PurgeExpired(db, "API keys"),
+		"cleanup-old-generations":     schedule.CleanupOldGenerations(db, clock, cfg.Schedule.Retention),
+		"generate-missing-embeddings": schedule.GenerateMissingEmbeddings(db),
+		"update-analytics":            schedule.UpdateAnalytics(db),
+		"backup-database":             schedule.BackupDatabase(backuper, clock, filepath.Join(cfg.DataDir, "backups"), cfg.Schedule.Backups),
+		"health-check-services":       schedule.HealthCheckServices(db, clock, func() []schedule.HealthTarget { return targets }, 7*24*time.Hour, log),
+		"check-rate-limits":           schedule.CheckRateLimits(db, clock, w.schedule.limits),
 	}
 	descriptions := map[string]string{
 		"cleanup-expired-sessions":    "deletes expired sessions and refresh tokens (PurgeExpired)",

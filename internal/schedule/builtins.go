@@ -57,6 +57,41 @@ func PurgeExpired(db Purger, what string) func(context.Context) (string, error) 
 	}
 }
 
+// CleanupExpiredAPIKeys returns the work of cleanup-expired-api-keys. An
+// API key is two things in _auth: its KeyHash (the credential), stored
+// with expiresAt, which PurgeExpired deletes; and its APIKey record (name,
+// grants, expiresAt in Unix seconds in its data), kept without a TTL so
+// that expired keys still list. Once expired, both go.
+func CleanupExpiredAPIKeys(db DB, purger Purger, clock Clock) func(context.Context) (string, error) {
+	purge := PurgeExpired(purger, "API key credentials")
+	return func(ctx context.Context) (string, error) {
+		out, err := purge(ctx)
+		if err != nil {
+			return out, err
+		}
+		deleted := 0
+		for i := 0; i < 100; i++ {
+			res, err := db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: "_auth", Type: "APIKey",
+				Where: fmt.Sprintf(`{"expiresAt":{"lte":%d}}`, clock.Now().Unix()), Limit: 500}))
+			if err != nil {
+				return out, fmt.Errorf("list expired API keys: %w", err)
+			}
+			if len(res.Msg.Items) == 0 {
+				break
+			}
+			var ops []*dbv1.Op
+			for _, th := range res.Msg.Items {
+				ops = append(ops, &dbv1.Op{Op: &dbv1.Op_Delete{Delete: &dbv1.DeleteRequest{Ns: "_auth", Id: th.Id, IfVersion: th.Version}}})
+			}
+			if _, err := db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: "_auth", Ops: ops})); err != nil {
+				return out, fmt.Errorf("delete expired API keys: %w", err)
+			}
+			deleted += len(ops)
+		}
+		return fmt.Sprintf("%s; deleted %d expired API keys", out, deleted), nil
+	}
+}
+
 // RetentionPolicy deletes things of Type in Ns created more than MaxAge
 // ago.
 type RetentionPolicy struct {
@@ -341,11 +376,9 @@ func (l *LimitRecorder) Flush(ctx context.Context, db DB) error {
 	}
 	var ops []*dbv1.Op
 	now := l.clock.Now()
-	i := 0
 	for _, h := range hits {
 		b, _ := json.Marshal(h)
-		i++
-		ops = append(ops, &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: fmt.Sprintf("rlhit:%d:%d-%d", now.UnixMilli(), os.Getpid(), i),
+		ops = append(ops, &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: "rlhit:" + newID(),
 			Type: "RateLimitHit", Data: b, ExpiresAt: micros(now.Add(7 * 24 * time.Hour))}}})
 	}
 	for len(ops) > 0 {
@@ -438,5 +471,61 @@ func CheckRateLimits(db DB, clock Clock, local *LimitRecorder) func(context.Cont
 			top = append(top, fmt.Sprintf("%s %s x%d", h.Key, h.Policy, h.Count))
 		}
 		return fmt.Sprintf("%d keys or IPs hit their limits: %s", len(rep.Keys), strings.Join(top, ", ")), nil
+	}
+}
+
+// Embeddings is the db binding's backfill of missing embeddings.
+type Embeddings interface {
+	GenerateMissingEmbeddings(context.Context, *connect.Request[dbv1.GenerateMissingEmbeddingsRequest]) (*connect.Response[dbv1.GenerateMissingEmbeddingsResponse], error)
+}
+
+// GenerateMissingEmbeddings returns the work of
+// generate-missing-embeddings: call the db service until it reports done.
+// Without an embedder configured there is nothing to do, which is not a
+// failure.
+func GenerateMissingEmbeddings(db Embeddings) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		var total, failed int64
+		for i := 0; i < 1000; i++ {
+			res, err := db.GenerateMissingEmbeddings(ctx, connect.NewRequest(&dbv1.GenerateMissingEmbeddingsRequest{}))
+			if apierr.Is(err, apierr.Unprocessable) && total == 0 {
+				return "nothing to do: " + err.Error(), nil
+			}
+			if err != nil {
+				return fmt.Sprintf("embedded %d things", total), fmt.Errorf("generate missing embeddings: %w", err)
+			}
+			total, failed = total+res.Msg.Embedded, failed+res.Msg.Failed
+			if res.Msg.Done || res.Msg.Embedded == 0 {
+				break
+			}
+		}
+		if failed > 0 {
+			return fmt.Sprintf("embedded %d things, %d failed", total, failed), fmt.Errorf("%d things could not be embedded", failed)
+		}
+		return fmt.Sprintf("embedded %d things", total), nil
+	}
+}
+
+// Analytics is the db binding's rollup of analytics events.
+type Analytics interface {
+	UpdateAnalytics(context.Context, *connect.Request[dbv1.UpdateAnalyticsRequest]) (*connect.Response[dbv1.UpdateAnalyticsResponse], error)
+}
+
+// UpdateAnalytics returns the work of update-analytics: roll events up
+// into the hourly and daily counts until the db service reports done.
+func UpdateAnalytics(db Analytics) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		var total int64
+		for i := 0; i < 1000; i++ {
+			res, err := db.UpdateAnalytics(ctx, connect.NewRequest(&dbv1.UpdateAnalyticsRequest{}))
+			if err != nil {
+				return fmt.Sprintf("rolled up %d events", total), fmt.Errorf("update analytics: %w", err)
+			}
+			total += res.Msg.Rolled
+			if res.Msg.Done || res.Msg.Rolled == 0 {
+				break
+			}
+		}
+		return fmt.Sprintf("rolled up %d events", total), nil
 	}
 }

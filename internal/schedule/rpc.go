@@ -248,3 +248,5 @@ func (s *Service) Health(ctx context.Context, _ *connect.Request[schedulev1.Heal
 	}
 	return connect.NewResponse(&schedulev1.HealthResponse{Status: "ok"}), nil
 }
+
+func newID() string { return thingsdb.NewID() }
