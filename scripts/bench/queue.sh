@@ -10,19 +10,20 @@ NATS_BENCH_URL=${NATS_BENCH_URL:-nats://127.0.0.1:4222}
 DUR=${DUR:-10s}
 
 echo "== Go benchmarks (in-process Send and idle latency; embedded and external NATS)"
-DOTDO_TEST_NATS_URL=$NATS_BENCH_URL go test ./internal/queue -run '^$' -bench 'SendBatch|IdleLatency' -benchtime 5s -count 2
+[ -n "${SKIP_GO:-}" ] || DOTDO_TEST_NATS_URL=$NATS_BENCH_URL go test ./internal/queue -run '^$' -bench 'SendBatch|IdleLatency' -benchtime 5s -count 2
 
 echo "== REST: POST /v1/queues/bench/messages/batch (100 x 128 B), all-in-one binary, embedded NATS"
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 go build -o "$tmp/dotdo" ./cmd/dotdo
-key=sk_live_benchQueueKey0123456789abcdefghijklmnopqrs
+key=sk_live_benchQueue0123456789abcdefghijklmnopqrstuvw
 run_rest() { # $1: label, $2...: extra serve args
   local label=$1; shift
   rm -rf "$tmp/data"
   DOTDO_BOOTSTRAP_ADMIN_KEY=$key DOTDO_RATE_LIMIT=off "$tmp/dotdo" serve --addr 127.0.0.1:18790 --data-dir "$tmp/data" --log-level warn --rate-limit off "$@" >"$tmp/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf 127.0.0.1:18790/health >/dev/null && break; sleep 0.1; done
+  curl -sf 127.0.0.1:18790/health >/dev/null || { cat "$tmp/log"; exit 1; }
   curl -sf -X PUT -H "Authorization: Bearer $key" 127.0.0.1:18790/v1/queues/bench -d '{}' >/dev/null
   echo "-- $label"
   BENCH_TOKEN=$key wrk -t2 -c16 -d"$DUR" -s scripts/bench/queue_batch.lua http://127.0.0.1:18790 | grep -E 'RESULT|Requests/sec'

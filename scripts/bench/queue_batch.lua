@@ -5,7 +5,7 @@
 local queue = os.getenv("BENCH_QUEUE") or "bench"
 local msgs = {}
 for i = 1, 100 do
-  msgs[i] = '{"body":"' .. string.format("%0126d", i) .. '"}'
+  msgs[i] = '{"body":"' .. string.rep("x", 126) .. '"}'
 end
 local body = '{"messages":[' .. table.concat(msgs, ",") .. ']}'
 local headers = { ["Content-Type"] = "application/json" }
