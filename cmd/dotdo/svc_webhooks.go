@@ -175,6 +175,12 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 	return nil
 }
 
-// webhooksEmail is the email binding for Resend events: nil until the
-// email service's wiring offers one.
-func webhooksEmail(w *wiring) webhooks.Email { return nil }
+// webhooksEmail is the email binding for Resend events: the email service
+// in this process or its client (--email-url); nil without either, and
+// Resend events then wait and fail as unavailable.
+func webhooksEmail(w *wiring) webhooks.Email {
+	if w.email.api == nil {
+		return nil
+	}
+	return w.email.api
+}
