@@ -83,6 +83,7 @@ type Service struct {
 	entries map[string]*entry
 	loads   singleflight.Group
 	slots   chan struct{}
+	mem     *memoryPool
 }
 
 // entry is a resolved script: what a request needs to run it.
@@ -133,7 +134,7 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent)}
+	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent)}
 	s.metrics = newScriptMetrics(cfg.Metrics)
 	return s, nil
 }
@@ -157,7 +158,11 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // Close releases the runtimes and the compilation cache.
-func (s *Service) Close() error { return s.eng.close(context.Background()) }
+func (s *Service) Close() error {
+	err := s.eng.close(context.Background())
+	s.mem.close()
+	return err
+}
 
 // Health reports whether the store answers.
 func (s *Service) Health(ctx context.Context) error {

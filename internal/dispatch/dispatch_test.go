@@ -152,6 +152,10 @@ func TestInfiniteLoopStopped(t *testing.T) {
 	if r := e.do("GET", "/dispatch/tenant/echo?x=1", nil); r.status != 200 {
 		t.Fatalf("next request to the same script = %s; want 200", r)
 	}
+	// The stopped instances gave their memory back.
+	if n := e.s.mem.inUse(); n != 0 {
+		t.Errorf("%d linear memories still in use after the requests ended", n)
+	}
 }
 
 func TestMemoryLimitTraps(t *testing.T) {
@@ -166,6 +170,9 @@ func TestMemoryLimitTraps(t *testing.T) {
 	}
 	if r := e.do("GET", "/dispatch/tenant/echo?alloc=8", nil); r.status != 200 {
 		t.Fatalf("echo within its memory = %s; want 200", r)
+	}
+	if n := e.s.mem.inUse(); n != 0 {
+		t.Errorf("%d linear memories still in use after the requests ended", n)
 	}
 	// A module that needs more memory at start than the limit is refused.
 	if r := e.deploy("tenant", "big", wasmtest.BigMemory(1024), Metadata{Limits: Limits{MemoryMB: 16}}); r.status != 422 {
@@ -399,5 +406,17 @@ func TestBadInput(t *testing.T) {
 	}
 	if r := e.do("GET", "/v1/dispatch/namespaces/tenant/scripts", nil); !contains(string(r.body), `"items":[]`) {
 		t.Errorf("refused deploys left scripts: %s", r)
+	}
+}
+
+// TestMemoryNotShared checks that an instance never sees memory an
+// earlier one wrote, though memories are reused.
+func TestMemoryNotShared(t *testing.T) {
+	e := newEnv(t, thingsdb.SQLite, Config{})
+	e.mustDeploy("tenant", "snoop", wasmtest.Snoop(), nil)
+	for i := range 20 {
+		if r := e.do("GET", "/dispatch/tenant/snoop", nil); r.status != 200 || string(r.body) != "clean" {
+			t.Fatalf("request %d = %s; want clean memory", i, r)
+		}
 	}
 }

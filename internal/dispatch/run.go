@@ -154,7 +154,7 @@ func (s *Service) run(ctx context.Context, e *entry, r *http.Request, q Request,
 	for _, kv := range cgiEnv(r, q, e, len(body)) {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
-	mod, err := e.rt.InstantiateModule(ctx, e.mod, cfg)
+	mod, err := e.rt.InstantiateModule(s.mem.with(ctx), e.mod, cfg)
 	if mod != nil {
 		mod.Close(context.Background())
 	}

@@ -278,3 +278,66 @@ func Padded(module []byte, n int) []byte {
 	out := append([]byte{}, module...)
 	return section(out, 0, append(name(nil, "padding"), make([]byte, n)...))
 }
+
+// Snoop tells whether memory a previous instance wrote is visible: it
+// grows its memory by 16 pages, answers "dirty" if the byte at 32 KiB or
+// at 1 MiB is not zero and "clean" otherwise, then sets both to 0xff:
+//
+//	(module
+//	  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+//	  (memory (export "memory") 1)
+//	  (data (i32.const 0) "<iovec of clean>") (data (i32.const 16) "...clean")
+//	  (data (i32.const 64) "<iovec of dirty>") (data (i32.const 80) "...dirty")
+//	  (func (export "_start")
+//	    (drop (memory.grow (i32.const 16)))
+//	    (if (i32.or (i32.load8_u (i32.const 0x8000)) (i32.load8_u (i32.const 0x100000)))
+//	      (then (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 8))))
+//	      (else (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+//	    (i32.store8 (i32.const 0x8000) (i32.const 255))
+//	    (i32.store8 (i32.const 0x100000) (i32.const 255))))
+func Snoop() []byte {
+	clean, dirty := "Content-Type: text/plain\n\nclean", "Content-Type: text/plain\n\ndirty"
+	iov := func(at, n int) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, uint32(at))
+		return binary.LittleEndian.AppendUint32(b, uint32(n))
+	}
+	write := func(iovAt int32) []byte {
+		var c []byte
+		c = append(c, i32(1)...)
+		c = append(c, i32(iovAt)...)
+		c = append(c, i32(1)...)
+		c = append(c, i32(8)...)
+		return append(c, opCall, 0x00, opDrop)
+	}
+	var code []byte
+	code = append(code, i32(16)...)
+	code = append(code, opMemoryGrow...)
+	code = append(code, opDrop)
+	code = append(code, i32(0x8000)...)
+	code = append(code, 0x2d, 0x00, 0x00) // i32.load8_u align=0 offset=0
+	code = append(code, i32(0x100000)...)
+	code = append(code, 0x2d, 0x00, 0x00)
+	code = append(code, 0x72) // i32.or
+	code = append(code, opIf...)
+	code = append(code, write(64)...)
+	code = append(code, 0x05) // else
+	code = append(code, write(0)...)
+	code = append(code, opEnd)
+	for _, at := range []int32{0x8000, 0x100000} {
+		code = append(code, i32(at)...)
+		code = append(code, i32(255)...)
+		code = append(code, 0x3a, 0x00, 0x00) // i32.store8 align=0 offset=0
+	}
+	m := &Module{
+		Types:     []FuncType{{Params: []byte{I32, I32, I32, I32}, Results: []byte{I32}}, {}},
+		Imports:   []Import{{Module: "wasi_snapshot_preview1", Name: "fd_write", Type: 0}},
+		Funcs:     []Func{{Type: 1, Code: code}},
+		MemoryMin: 1,
+		Exports:   []Export{{Name: "_start", Index: 1}},
+		Data: []Data{
+			{Offset: 0, Bytes: iov(16, len(clean))}, {Offset: 16, Bytes: []byte(clean)},
+			{Offset: 64, Bytes: iov(80, len(dirty))}, {Offset: 80, Bytes: []byte(dirty)},
+		},
+	}
+	return m.Encode()
+}
