@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/dotdo/dotdo/internal/auth"
 	"github.com/dotdo/dotdo/internal/email"
 	"github.com/dotdo/dotdo/internal/gateway"
 	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
@@ -34,6 +35,9 @@ type emailConfig struct {
 	// URL is an email service in another process, for the services here
 	// that send email (auth) or report events (webhooks).
 	URL string
+	// AppName and LinkURL fill the auth flows' emails.
+	AppName string
+	LinkURL string
 }
 
 // emailOptions are the email service's flags and environment variables.
@@ -49,6 +53,8 @@ func emailOptions() []*option {
 		{flag: "email-smtp-port", env: "DOTDO_EMAIL_SMTP_PORT", def: "0", help: "SMTP port; 0 means 587 (starttls), 465 (tls) or 25 (none)"},
 		{flag: "email-smtp-username", env: "DOTDO_EMAIL_SMTP_USERNAME", def: "", help: "SMTP user name for AUTH PLAIN; the password comes from DOTDO_EMAIL_SMTP_PASSWORD"},
 		{flag: "email-smtp-security", env: "DOTDO_EMAIL_SMTP_SECURITY", def: "starttls", help: "starttls (required), tls (implicit, port 465) or none (a relay on this host)"},
+		{flag: "email-app-name", env: "DOTDO_EMAIL_APP_NAME", def: "dotdo", help: "the application's name in the account emails (password reset, verification, invitations, magic links)"},
+		{flag: "email-link-url", env: "DOTDO_EMAIL_LINK_URL", def: "", help: "base URL of the application's pages the account emails link to (/reset-password, /verify-email, /accept-invite, /magic-link, each with ?token=); --public-url when empty"},
 		{flag: "email-url", env: "DOTDO_EMAIL_URL", def: "", help: "URL of an email service in another process (http://host:port), for the services here that send email"},
 	}
 }
@@ -92,6 +98,13 @@ func (q *emailConfig) parse(c *config, l optionLookup) error {
 			return l.bad("email-smtp-host", "--email-provider smtp needs the SMTP server's host")
 		}
 	}
+	q.AppName = l.get("email-app-name").value
+	q.LinkURL = l.get("email-link-url").value
+	if q.LinkURL != "" {
+		if u, err := url.Parse(q.LinkURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return l.bad("email-link-url", "want a base URL such as https://app.example.com")
+		}
+	}
 	q.URL = strings.TrimSuffix(l.get("email-url").value, "/")
 	if q.URL != "" {
 		if u, err := url.Parse(q.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -122,6 +135,7 @@ func wireEmail(ctx context.Context, w *wiring) error {
 		}
 		client := emailv1connect.NewEmailServiceClient(w.client, ec.URL, w.clientOpts...)
 		w.email.api = client
+		wireAuthFlows(w)
 		if w.cfg.has("gateway") {
 			// The REST routes run where the service runs; a gateway in
 			// another process forwards its Connect calls only.
@@ -165,6 +179,35 @@ func wireEmail(ctx context.Context, w *wiring) error {
 		}
 	}
 	w.ups = append(w.ups, up)
+	wireAuthFlows(w)
 	w.log.Info("email service ready", "provider", ec.Provider, "templates", len(svc.Templates().List()))
 	return nil
+}
+
+// wireAuthFlows gives the auth service in this process its email flows
+// (password reset, verification, invitations, magic links) over the email
+// binding, with their routes when the gateway runs here too.
+func wireAuthFlows(w *wiring) {
+	if w.authSvc == nil || w.email.api == nil {
+		return
+	}
+	ec := &w.cfg.Email
+	from := ec.From
+	if from == "" {
+		host := "localhost"
+		if u, err := url.Parse(w.cfg.PublicURL); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		}
+		from = ec.AppName + " <noreply@" + host + ">"
+	}
+	flows := auth.NewFlows(w.authSvc, w.email.api, auth.FlowConfig{AppName: ec.AppName, LinkURL: ec.LinkURL, From: from})
+	if !w.cfg.has("gateway") {
+		return
+	}
+	w.ups = append(w.ups, gateway.Upstream{
+		Name: "auth-flows", Prefixes: auth.FlowPrefixes, Open: auth.FlowOpenRoutes,
+		Routes: func(mux *http.ServeMux) {
+			auth.FlowRoutes(mux, flows, auth.RouteOptions{Can: w.can, CustomRoles: w.cfg.Roles})
+		},
+	})
 }
