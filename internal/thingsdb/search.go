@@ -14,6 +14,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -853,9 +854,10 @@ func fuse(ft, vr []scored, wf, wv float64, k int, after *scored, n int) []hit {
 	return out
 }
 
-// nsTag and typeTag are the tokens of the tags column of things_fts.
-func nsTag(ns string) string    { return "n" + strings.ToUpper(hex.EncodeToString([]byte(ns))) + "q" }
-func typeTag(typ string) string { return "t" + strings.ToUpper(hex.EncodeToString([]byte(typ))) + "q" }
+// nsTag is the token of a namespace in the tags column of things_fts
+// (the migration's triggers write it; queries do not use it, see
+// fulltextLeg).
+func nsTag(ns string) string { return "n" + strings.ToUpper(hex.EncodeToString([]byte(ns))) + "q" }
 
 // ftKey is a full-text candidate: on SQLite its rowid (the id is read
 // only for the things a page shows), on PostgreSQL its id.
@@ -878,12 +880,25 @@ func (a ftKey) after(b ftKey) bool {
 }
 
 // fulltextLeg returns the full-text matches, best first: at most
-// MaxRankedCandidates of them are ranked. On SQLite, without a where
-// document, the candidates come from the FTS5 index alone (the tags column
-// restricts them to the namespace and type), and resolve reads the things
-// of the few a page needs; with one, the things are joined to filter
-// before the cap.
+// MaxRankedCandidates of them are ranked. On SQLite, without a type or
+// where filter, the candidates come from the FTS5 index alone and resolve
+// reads the things of the few a page needs (their namespace and expiry);
+// if the index gives the cap, or with a filter, the things are joined so
+// the cap counts only this namespace's matches that pass. (Restricting the
+// MATCH itself to the namespace's token would make bm25 count the token's
+// documents, the whole namespace, on every query.)
 func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]ftKey, error) {
+	joined := s.be.Name == Postgres || p.typ != "" || len(p.conds) > 0
+	out, err := s.fulltextCandidates(ctx, p, joined)
+	if err != nil || joined || len(out) < MaxRankedCandidates {
+		return out, err
+	}
+	// The index alone gave the cap, possibly of other namespaces' things:
+	// rank this namespace's own first matches instead.
+	return s.fulltextCandidates(ctx, p, true)
+}
+
+func (s *Service) fulltextCandidates(ctx context.Context, p *searchPlan, joined bool) ([]ftKey, error) {
 	var sb strings.Builder
 	var args []any
 	if s.be.Name == Postgres {
@@ -897,17 +912,17 @@ func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]ftKey, erro
 		sb.WriteString(" AND t.search @@ websearch_to_tsquery('english', ?)")
 		args = append(args, p.query.websearch())
 	} else {
-		match := "tags : \"" + nsTag(p.ns) + "\""
-		if p.typ != "" {
-			match += " AND tags : \"" + typeTag(p.typ) + "\""
-		}
-		match += " AND {content fields} : (" + p.query.fts5() + ")"
-		if len(p.conds) == 0 {
+		match := "{content fields} : (" + p.query.fts5() + ")"
+		if !joined {
 			sb.WriteString("SELECT things_fts.rowid, '', -bm25(things_fts, 1.0, 0.5, 0.0) FROM things_fts WHERE things_fts MATCH ?")
 			args = append(args, match)
 		} else {
 			sb.WriteString("SELECT t.rowid, '', -bm25(things_fts, 1.0, 0.5, 0.0) FROM things_fts JOIN things t ON t.rowid = things_fts.rowid WHERE things_fts MATCH ? AND t.ns = ? AND " + live)
 			args = append(args, match, p.ns, s.now())
+			if p.typ != "" {
+				sb.WriteString(" AND t.type = ?")
+				args = append(args, p.typ)
+			}
 			args = compile(&s.d, p.conds, &sb, args)
 		}
 	}
@@ -1099,23 +1114,35 @@ func (s *Service) fillHits(ctx context.Context, p *searchPlan, hits []hit) ([]*d
 }
 
 // snippets returns a fragment of each hit's content with the matched
-// words in <mark></mark>.
+// words in <mark></mark>. On SQLite each hit is one FTS5 lookup by rowid
+// (a MATCH with a list of ids would walk every match of a broad query).
 func (s *Service) snippets(ctx context.Context, p *searchPlan, hits []hit) (map[string]string, error) {
 	out := map[string]string{}
-	args := []any{}
-	var q string
-	ph := strings.Repeat(",?", len(hits))[1:]
-	if s.be.Name == Postgres {
-		q = "SELECT t.id, ts_headline('english', t.content, websearch_to_tsquery('english', ?), 'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=10, MaxFragments=1') FROM things t WHERE t.ns = ? AND t.content <> '' AND t.id IN (" + ph + ")"
-		args = append(args, p.query.websearch(), p.ns)
-	} else {
-		q = "SELECT t.id, snippet(things_fts, 0, '<mark>', '</mark>', '…', 16) FROM things_fts JOIN things t ON t.rowid = things_fts.rowid WHERE things_fts MATCH ? AND t.ns = ? AND t.id IN (" + ph + ")"
-		args = append(args, "tags : \""+nsTag(p.ns)+"\" AND {content fields} : ("+p.query.fts5()+")", p.ns)
+	if s.be.Name != Postgres {
+		st, err := s.stmt("SELECT snippet(things_fts, 0, '<mark>', '</mark>', '…', 16) FROM things_fts WHERE things_fts MATCH ? AND things_fts.rowid = (SELECT t.rowid FROM things t WHERE t.ns = ? AND t.id = ?)")
+		if err != nil {
+			return nil, err
+		}
+		match := "{content fields} : (" + p.query.fts5() + ")"
+		for _, h := range hits {
+			var snip string
+			err := st.QueryRowContext(ctx, match, p.ns, h.id).Scan(&snip)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, err
+			}
+			if snip != "" {
+				out[h.id] = snip
+			}
+		}
+		return out, nil
 	}
-	for _, h := range hits {
+	args := []any{p.query.websearch(), p.ns}
+	ph := make([]string, len(hits))
+	for i, h := range hits {
 		args = append(args, h.id)
+		ph[i] = "$" + strconv.Itoa(i+3)
 	}
-	rows, err := s.be.Read.QueryContext(ctx, s.d.rebind(q), args...)
+	rows, err := s.be.Read.QueryContext(ctx, "SELECT t.id, ts_headline('english', t.content, websearch_to_tsquery('english', $1), 'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=10, MaxFragments=1') FROM things t WHERE t.ns = $2 AND t.content <> '' AND t.search @@ websearch_to_tsquery('english', $1) AND t.id IN ("+strings.Join(ph, ",")+")", args...)
 	if err != nil {
 		return nil, err
 	}
