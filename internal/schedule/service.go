@@ -555,10 +555,11 @@ func (s *Service) tryLock(ctx context.Context, id string, r *runState) (string, 
 		if cur.Run == r.pb.Id {
 			return "", s.putLock(ctx, id, r, 0, res.Msg.Thing.Version)
 		}
-		if fromMicros(cur.LeaseUntil).After(s.clock.Now()) {
+		if fromMicros(cur.LeaseUntil).After(s.clock.Now()) && !s.runEnded(ctx, cur.Run) {
 			return cur.Run, nil
 		}
-		// The holder's lease passed: its replica is gone. Take it over.
+		// The holder's lease passed (its replica is gone), or its run has
+		// ended and the release is on its way. Take it over.
 		if err := s.putLock(ctx, id, r, 0, res.Msg.Thing.Version); err == nil {
 			return "", nil
 		} else if !apierr.Is(err, apierr.PreconditionFailed) {
@@ -621,6 +622,26 @@ func (s *Service) acquireLock(ctx context.Context, r *runState) (bool, error) {
 			s.putLock(ctx, bid, r, 0, 0)
 		}
 	}
+}
+
+// runEnded reports whether run id is in a final state (or gone).
+func (s *Service) runEnded(ctx context.Context, id string) bool {
+	res, err := s.db.Get(ctx, connect.NewRequest(&dbv1.GetRequest{Ns: Namespace, Id: runThingID(id)}))
+	if apierr.Is(err, apierr.NotFound) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	pb := &schedulev1.Run{}
+	if unmarshal.Unmarshal(res.Msg.Thing.Data, pb) != nil {
+		return false
+	}
+	switch pb.Status {
+	case statusRunning, statusRetrying, statusBuffered:
+		return false
+	}
+	return true
 }
 
 func (s *Service) releaseLock(ctx context.Context, r *runState) {
