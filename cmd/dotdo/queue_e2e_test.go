@@ -4,8 +4,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
@@ -82,7 +87,40 @@ func sendQueue(t *testing.T, base, queue string, from, n int) map[string]int {
 // gone; the ones it held come back after their visibility timeout with
 // attempts 2; nothing is lost.
 func TestQueueE2EConsumerKilled(t *testing.T) {
-	p := startAllInOne(t, newBackend(t, thingsdb.SQLite))
+	queueEngines(t, func(t *testing.T, extra []string) { consumerKilled(t, extra) })
+}
+
+// queueEngines runs f with the embedded NATS and, when DOTDO_TEST_NATS_URL
+// is set, with that NATS under a queue prefix of the test's own (whose
+// streams are deleted afterwards); extra are the serve flags for it.
+func queueEngines(t *testing.T, f func(t *testing.T, extra []string)) {
+	t.Run("embedded", func(t *testing.T) { f(t, nil) })
+	if url := os.Getenv("DOTDO_TEST_NATS_URL"); url != "" {
+		t.Run("external", func(t *testing.T) { f(t, externalQueue(t, url)) })
+	}
+}
+
+func externalQueue(t *testing.T, url string) []string {
+	prefix := "DOTDOE2E" + strings.ToUpper(randHex(4))
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("DOTDO_TEST_NATS_URL=%s: %v", url, err)
+	}
+	t.Cleanup(func() {
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx := context.Background()
+		for name := range js.StreamNames(ctx).Name() {
+			if strings.HasPrefix(name, prefix+"_") || name == "KV_"+prefix+"_queues" {
+				js.DeleteStream(ctx, name)
+			}
+		}
+	})
+	return []string{"--nats-url", url, "--queue-prefix", prefix}
+}
+
+func consumerKilled(t *testing.T, extra []string) {
+	p := startAllInOne(t, newBackend(t, thingsdb.SQLite), extra...)
 	if res := do(t, "PUT", p.url+"/v1/queues/work", `{}`); res.status != 201 {
 		t.Fatalf("create queue: %d %s", res.status, res.body)
 	}
@@ -243,7 +281,11 @@ func TestQueueE2ERestart(t *testing.T) {
 // queue:consume; system queues stay closed to them; bad input is refused
 // through the gateway with the envelope.
 func TestQueueE2EPermissions(t *testing.T) {
-	p := startAllInOne(t, newBackend(t, thingsdb.SQLite))
+	queueEngines(t, queuePermissions)
+}
+
+func queuePermissions(t *testing.T, extra []string) {
+	p := startAllInOne(t, newBackend(t, thingsdb.SQLite), extra...)
 	do(t, "PUT", p.url+"/v1/queues/acme", `{}`)
 	do(t, "PUT", p.url+"/v1/queues/_internal", `{}`)
 	res := do(t, "POST", p.url+"/v1/auth/keys", `{"name":"tenant","grants":{"acme":{"roles":["user"]}}}`)
@@ -284,5 +326,56 @@ func TestQueueE2EPermissions(t *testing.T) {
 	}
 	if res := do(t, "POST", p.url+"/v1/queues/acme/messages", `{"body":1}`, "Authorization", ""); res.status != http.StatusUnauthorized {
 		t.Errorf("no credentials: %d", res.status)
+	}
+}
+
+// TestQueueE2ESplit: the queue service in its own process with its
+// embedded NATS open on a loopback port (--nats-listen), and a gateway
+// process reaching the queues through NATS_URL; messages sent through the
+// gateway live in the queue process's store and survive its restart.
+func TestQueueE2ESplit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := ln.Addr().String()
+	ln.Close()
+	qdir := t.TempDir()
+	qargs := []string{"--services", "queue", "--data-dir", qdir, "--nats-listen", natsAddr}
+	env := []string{"DOTDO_INTERNAL_TOKEN=" + internalToken}
+	q := startProc(t, "queue", qargs, env)
+	gw := startProc(t, "gateway", []string{"--services", "gateway,auth,db", "--data-dir", t.TempDir()}, append(env, "NATS_URL=nats://"+natsAddr))
+
+	if res := do(t, "PUT", gw.url+"/v1/queues/split", `{}`); res.status != 201 {
+		t.Fatalf("create queue through the gateway: %d %s", res.status, res.body)
+	}
+	sent := sendQueue(t, gw.url, "split", 0, 20)
+	// The queue process answers its Connect health with the internal token only.
+	if res := do(t, "GET", q.url+"/health", nil); res.status != 200 {
+		t.Fatalf("queue process health: %d %s", res.status, res.body)
+	}
+	gw.stop()
+	q.stop()
+	q = startProc(t, "queue", qargs, env)
+	gw = startProc(t, "gateway", []string{"--services", "gateway,auth,db", "--data-dir", t.TempDir()}, append(env, "NATS_URL=nats://"+natsAddr))
+	got := map[string]bool{}
+	for range 50 {
+		for _, m := range pullQueue(t, gw.url, "split", 100, 60000) {
+			got[m.ID] = true
+		}
+		if len(got) == len(sent) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for id := range sent {
+		if !got[id] {
+			t.Errorf("message %s lost", id)
+		}
+	}
+	// A gateway without NATS_URL and without the queue service has no queue routes.
+	bare := startProc(t, "bare gateway", []string{"--services", "gateway,auth,db", "--data-dir", t.TempDir()}, env)
+	if res := do(t, "GET", bare.url+"/v1/queues", nil); res.status != http.StatusNotFound {
+		t.Errorf("queue routes without NATS: %d %s", res.status, res.body)
 	}
 }

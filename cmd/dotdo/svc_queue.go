@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -37,6 +38,7 @@ type queueConfig struct {
 	NATSURL  string
 	Listen   string
 	Replicas int
+	Prefix   string
 }
 
 // queueOptions are the queue service's flags and environment variables.
@@ -45,6 +47,7 @@ func queueOptions() []*option {
 		{flag: "nats-url", env: "NATS_URL", def: "", help: "nats://host:4222 (several separated by commas) puts the queues in an external NATS with JetStream (DOTDO_NATS_URL also works); empty runs NATS embedded with its store in <data-dir>/nats"},
 		{flag: "nats-listen", env: "DOTDO_NATS_LISTEN", def: "", help: "host:port on which the embedded NATS accepts clients (so other dotdo processes can use NATS_URL=nats://host:port); none by default"},
 		{flag: "queue-replicas", env: "DOTDO_QUEUE_REPLICAS", def: "1", help: "replicas of each queue's stream on an external NATS cluster (1-5)"},
+		{flag: "queue-prefix", env: "DOTDO_QUEUE_PREFIX", def: "DOTDO", help: "prefix of the queue's stream, subject and bucket names in NATS, so several dotdo installations can share one NATS (letters, digits, _ and -)"},
 	}
 }
 
@@ -76,8 +79,14 @@ func (q *queueConfig) parse(c *config, l optionLookup) error {
 		return l.bad("queue-replicas", "want a number from 1 to 5")
 	}
 	q.Replicas = n
+	q.Prefix = l.get("queue-prefix").value
+	if !prefixRE.MatchString(q.Prefix) {
+		return l.bad("queue-prefix", "want 1-32 letters, digits, _ and -")
+	}
 	return nil
 }
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // queueWiring holds the queue service's bindings for the services wired
 // after it: svc is the queue engine (nil when no service in this process
@@ -97,7 +106,7 @@ func wireQueue(ctx context.Context, w *wiring) error {
 	if !cfg.has("queue") && !users && !cfg.has("gateway") {
 		return nil
 	}
-	qc := queue.Config{URL: cfg.Queue.NATSURL, Listen: cfg.Queue.Listen, Replicas: cfg.Queue.Replicas}
+	qc := queue.Config{URL: cfg.Queue.NATSURL, Listen: cfg.Queue.Listen, Replicas: cfg.Queue.Replicas, Prefix: cfg.Queue.Prefix}
 	if qc.URL == "" {
 		if !cfg.has("queue") {
 			if users {
