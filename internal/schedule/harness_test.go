@@ -209,3 +209,54 @@ func waitAdvancing(t *testing.T, clk *FakeClock, step time.Duration, what string
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The benchmark's versions of the helpers above take a testing.TB.
+
+func openDBb(tb testing.TB, backend string) *thingsdb.Service {
+	tb.Helper()
+	db, err := thingsdb.New(testdb.Open(tb, backend), quietLog())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+func newHookB(tb testing.TB) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+func startReplicaB(tb testing.TB, db DB, name string) *replica {
+	s, err := New(db, Config{Replica: name, AllowPrivate: true, SyncInterval: time.Second}, quietLog())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	r := &replica{Service: s, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		s.Run(ctx)
+		s.Close()
+		close(r.done)
+	}()
+	tb.Cleanup(r.stop)
+	return r
+}
+
+func putTaskB(tb testing.TB, s *Service, pb *schedulev1.Task) {
+	if _, err := s.PutTask(context.Background(), connect.NewRequest(&schedulev1.PutTaskRequest{Task: pb})); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func runsB(tb testing.TB, s *Service, ns, name string) []*schedulev1.Run {
+	res, err := s.ListRuns(context.Background(), connect.NewRequest(&schedulev1.ListRunsRequest{Ns: ns, Name: name, Limit: 1000}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res.Msg.Runs
+}
