@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -22,9 +25,11 @@ import (
 	"github.com/dotdo/dotdo/internal/email"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
 	"github.com/dotdo/dotdo/internal/mcp/mcptest"
 	"github.com/dotdo/dotdo/internal/queue"
+	"github.com/dotdo/dotdo/internal/schedule"
 	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
@@ -35,6 +40,36 @@ type services struct {
 	auth  *auth.Service
 	queue *queue.Service
 	email *email.Service
+	sched *schedule.Service
+	// hits counts the calls of the mcp-task task's HTTP action.
+	hits *atomic.Int64
+}
+
+// startSchedule runs the schedule service with the task mcp-task in the
+// namespaces demo and other: an hourly HTTP POST to a local server.
+func startSchedule(t *testing.T, ctx context.Context, db *thingsdb.Service) (*schedule.Service, *atomic.Int64) {
+	t.Helper()
+	hits := &atomic.Int64{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(srv.Close)
+	s, err := schedule.New(db, schedule.Config{AllowPrivate: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Run(ctx); s.Close(); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, ns := range []string{"demo", "other"} {
+		task := &schedulev1.Task{Ns: ns, Name: "mcp-task", Schedule: "@every 1h", Action: &schedulev1.Action{Type: "http", Method: "POST", Url: srv.URL}}
+		if _, err := s.PutTask(ctx, connect.NewRequest(&schedulev1.PutTaskRequest{Task: task})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, hits
 }
 
 // templatesOf is the email_templates binding of an in-process email
@@ -119,7 +154,8 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 			if err := e.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			fn(t, services{db: db, auth: a, queue: q, email: e})
+			sched, hits := startSchedule(t, ctx, db)
+			fn(t, services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits})
 		})
 	}
 }
@@ -146,7 +182,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 // over the SDK's in-memory transports.
 func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
-	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Can: can, Identity: id, Version: "test", PageSize: 5}
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Schedule: svc.sched, Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -168,7 +204,7 @@ func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*m
 	return cs
 }
 
-var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "email_send", "email_status", "email_templates", "queue_send", "queue_stats", "whoami"}
+var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "email_send", "email_status", "email_templates", "queue_send", "queue_stats", "task_run", "task_runs", "tasks_list", "whoami"}
 
 func TestToolsInMemory(t *testing.T) {
 	eachBackend(t, func(t *testing.T, svc services) {
@@ -209,6 +245,12 @@ func TestToolsInMemory(t *testing.T) {
 		}
 		if len(out["email_templates"]["items"].([]any)) < 5 {
 			t.Errorf("email_templates = %v; want the built-in templates", out["email_templates"])
+		}
+		if tasks := out["tasks_list"]["items"].([]any); len(tasks) != 1 || tasks[0].(map[string]any)["name"] != "mcp-task" {
+			t.Errorf("tasks_list = %v; want mcp-task", out["tasks_list"])
+		}
+		if run := out["task_run"]["run"].(map[string]any); run["trigger"] != "manual" {
+			t.Errorf("task_run = %v; want a manual run", run)
 		}
 		if out["whoami"]["subject"] != "admin" {
 			t.Errorf("whoami = %v; want subject admin", out["whoami"])
@@ -264,6 +306,8 @@ func TestBadArguments(t *testing.T) {
 			{"email_send", map[string]any{"ns": "demo", "to": []string{"not an address"}, "subject": "s", "text": "t"}, "not a valid email address"},
 			{"email_send", map[string]any{"ns": "demo", "to": []string{"a@example.com"}, "template": "no-such-template"}, "template"},
 			{"email_status", map[string]any{"ns": "demo", "id": "nope"}, "not_found"},
+			{"task_run", map[string]any{"ns": "demo", "name": "no-such-task"}, "not_found"},
+			{"task_runs", map[string]any{"ns": "demo", "name": "mcp-task", "limit": 0.5}, "integer"},
 			{"api_key_create", map[string]any{"name": "x"}, "role"},
 			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
 			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
@@ -304,6 +348,13 @@ func snapshot(t *testing.T, svc services, nss ...string) string {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "queue %s backlog=%d delayed=%d\n", q, st.Backlog, st.Delayed)
+	}
+	for _, ns := range nss {
+		runs, err := svc.sched.ListRuns(ctx, connect.NewRequest(&schedulev1.ListRunsRequest{Ns: ns, Name: "mcp-task", Limit: 100}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "runs of %s/mcp-task: %d\n", ns, len(runs.Msg.Runs))
 	}
 	keys, err := svc.auth.ListAPIKeys(ctx, connect.NewRequest(&authv1.ListAPIKeysRequest{}))
 	if err != nil {
@@ -396,6 +447,9 @@ func TestTenantIsolation(t *testing.T) {
 			{"email_send", map[string]any{"ns": "other", "to": []string{"a@example.com"}, "subject": "s", "text": "t"}},
 			{"email_status", map[string]any{"ns": "other", "id": "x"}},
 			{"email_templates", map[string]any{"ns": "other"}},
+			{"tasks_list", map[string]any{"ns": "other"}},
+			{"task_run", map[string]any{"ns": "other", "name": "mcp-task"}},
+			{"task_runs", map[string]any{"ns": "other", "name": "mcp-task"}},
 			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
 			{"db_list", map[string]any{"ns": "_auth"}},
 			{"api_keys_list", map[string]any{}},

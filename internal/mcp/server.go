@@ -79,6 +79,8 @@ type Options struct {
 	// adds email_templates.
 	Email          Email
 	EmailTemplates EmailTemplates
+	// Schedule, when set, adds tasks_list, task_run and task_runs.
+	Schedule Schedule
 	// Can decides permissions; required.
 	Can Authorizer
 	// CustomRoles are the configured roles beside the built-in ones, to
@@ -142,6 +144,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Email != nil {
 		s.addEmailTools()
+	}
+	if opts.Schedule != nil {
+		s.addScheduleTools()
 	}
 	s.addWhoami()
 	s.addResources()

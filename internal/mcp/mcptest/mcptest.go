@@ -54,7 +54,8 @@ func fixed(m map[string]any) func(map[string]map[string]any) map[string]any {
 }
 
 // Script returns a valid call of every tool the server may have, working
-// in namespace ns (and the queue named ns, which must exist). A tool of the server missing here fails CallAll, so a
+// in namespace ns (and the queue named ns and the task mcp-task of ns,
+// which must exist). A tool of the server missing here fails CallAll, so a
 // new tool cannot go untested.
 func Script(ns string) []Step {
 	return []Step{
@@ -80,6 +81,9 @@ func Script(ns string) []Step {
 			return map[string]any{"ns": ns, "id": prev["email_send"]["id"]}
 		}},
 		{"email_templates", fixed(map[string]any{"ns": ns})},
+		{"tasks_list", fixed(map[string]any{"ns": ns})},
+		{"task_run", fixed(map[string]any{"ns": ns, "name": "mcp-task"})},
+		{"task_runs", fixed(map[string]any{"ns": ns, "name": "mcp-task", "limit": 10})},
 		{"api_key_create", fixed(map[string]any{"name": "mcp test key", "role": "viewer", "namespaces": []string{ns}})},
 		{"api_keys_list", fixed(map[string]any{"limit": 200})},
 		{"api_key_revoke", func(prev map[string]map[string]any) map[string]any {
