@@ -43,7 +43,7 @@ var (
 // database, an embedded (or the configured external) NATS queue, and the
 // real auth service.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	db   *thingsdb.Service
 	q    *queue.Service
 	auth *auth.Service
@@ -58,7 +58,7 @@ func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func openQueue(t *testing.T) *queue.Service {
+func openQueue(t testing.TB) *queue.Service {
 	t.Helper()
 	cfg := queue.Config{Dir: t.TempDir(), AckWait: 5 * time.Second}
 	if url := os.Getenv("DOTDO_TEST_NATS_URL"); url != "" {
@@ -86,7 +86,7 @@ func forBackends(t *testing.T, f func(t *testing.T, backend string)) {
 	}
 }
 
-func newEnv(t *testing.T, backend string, opts ...envOption) *env {
+func newEnv(t testing.TB, backend string, opts ...envOption) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := quietLog()

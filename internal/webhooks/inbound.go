@@ -12,7 +12,6 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
-	"github.com/dotdo/dotdo/internal/queue"
 )
 
 // SignatureHeaders are the request headers Receive reads; the route
@@ -96,17 +95,21 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 	id := eventID(m.Provider, pid)
 	ev := eventJSON{Provider: m.Provider, Type: typ, EventID: pid, Status: StatusReceived, Verified: true,
 		ReceivedAt: now.UnixMilli(), RemoteIP: m.RemoteIp, Size: len(m.Body)}
-	exp := now.Add(s.cfg.PayloadRetention).UnixMicro()
+	exp := now.Add(s.cfg.PayloadRetention)
 	ops := []*dbv1.Op{nil}
-	for off := 0; off < len(m.Body) || off == 0; off += partBytes {
-		end := min(off+partBytes, len(m.Body))
-		ops = append(ops, writeOp(payloadID(id, ev.Parts), typePayload, payloadPart{B64: m.Body[off:end]}, dbv1.Condition_CONDITION_NONE, 0, exp))
-		ev.Parts++
+	if len(m.Body) <= inlineBytes {
+		ev.Body, ev.PayloadExpiresAt = m.Body, exp.UnixMilli()
+	} else {
+		for off := 0; off < len(m.Body); off += partBytes {
+			end := min(off+partBytes, len(m.Body))
+			ops = append(ops, writeOp(payloadID(id, ev.Parts), typePayload, payloadPart{B64: m.Body[off:end]}, dbv1.Condition_CONDITION_NONE, 0, exp.UnixMicro()))
+			ev.Parts++
+		}
 	}
 	// The event is the idempotency key: created only if absent, in the
 	// same transaction as its payload.
 	ops[0] = writeOp(id, typeEvent, &ev, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0)
-	err = s.batch(ctx, Namespace, ops...)
+	storedOnly, err := s.store(id, ops)
 	if apierr.Is(err, apierr.PreconditionFailed) {
 		var old eventJSON
 		if _, gerr := s.get(ctx, Namespace, id, &old); gerr != nil {
@@ -114,15 +117,15 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 		}
 		return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Duplicate: true, Status: old.Status}), nil
 	}
-	if err != nil {
-		s.log.ErrorContext(ctx, "store webhook event", "provider", m.Provider, "id", id, "err", err)
-		return nil, apierr.New(apierr.Unavailable, "the event could not be stored; retry")
-	}
-	if _, err := s.queue.Send(ctx, InboundQueue, queue.Outgoing{Body: []byte(id), ContentType: "text"}); err != nil {
+	if storedOnly {
 		// Stored but not enqueued: the sweeper enqueues it later, and the
 		// provider's retry is answered as a duplicate.
 		s.log.WarnContext(ctx, "enqueue webhook event; the sweeper will retry", "id", id, "err", err)
 		return nil, apierr.New(apierr.Unavailable, "the event was stored but not queued; retry")
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "store webhook event", "provider", m.Provider, "id", id, "err", err)
+		return nil, apierr.New(apierr.Unavailable, "the event could not be stored; retry")
 	}
 	return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Status: StatusReceived}), nil
 }
@@ -147,8 +150,11 @@ func (s *Service) reject(ctx context.Context, m *webhooksv1.ReceiveRequest, code
 
 // payload reassembles an event's stored body.
 func (s *Service) payload(ctx context.Context, id string, ev *eventJSON) ([]byte, error) {
+	if ev.Body != nil {
+		return ev.Body, nil
+	}
 	if ev.Parts == 0 {
-		return nil, nil
+		return nil, apierr.New(apierr.NotFound, "payload of %s is no longer retained", id)
 	}
 	out := make([]byte, 0, ev.Size)
 	for i := 0; i < ev.Parts; i++ {

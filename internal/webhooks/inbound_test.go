@@ -234,3 +234,32 @@ func TestSweepEnqueuesStranded(t *testing.T) {
 		t.Fatalf("payment %v", m)
 	}
 }
+
+// TestPayloadRetention: a payload is dropped after the retention; the
+// event record stays (and keeps deduplicating), and cannot be replayed.
+func TestPayloadRetention(t *testing.T) {
+	e := newEnv(t, "sqlite", func(c *Config) { c.PayloadRetention = time.Hour })
+	body := stripeEventBody("evt_ret", "charge.updated", time.Now().Unix(), map[string]any{"id": "ch_1"})
+	e.deliver(Stripe, stripeDelivery(body), body)
+	if err := e.svc.expirePayloads(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.svc.GetEvent(e.ctx, connect.NewRequest(&webhooksv1.GetEventRequest{Id: "stripe:evt_ret"})); len(got.Msg.Event.Payload) == 0 {
+		t.Fatal("payload dropped before its retention")
+	}
+	e.svc.Now = func() time.Time { return time.Now().Add(time.Hour + time.Minute) }
+	if err := e.svc.expirePayloads(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.Now = time.Now
+	got, err := e.svc.GetEvent(e.ctx, connect.NewRequest(&webhooksv1.GetEventRequest{Id: "stripe:evt_ret"}))
+	if err != nil || len(got.Msg.Event.Payload) != 0 || got.Msg.Event.Status != StatusIgnored {
+		t.Fatalf("after retention: %v %v; want the record without its payload", got, err)
+	}
+	if code, _ := e.api("POST", "/v1/webhooks/events/stripe:evt_ret/replay", nil); code != 412 {
+		t.Fatalf("replay without payload = %d; want 412", code)
+	}
+	if code, out := e.post(Stripe, stripeDelivery(body), body); code != 200 || out["duplicate"] != true {
+		t.Fatalf("redelivery after retention = %d %v; want a 200 duplicate", code, out)
+	}
+}

@@ -292,7 +292,7 @@ func TestOutboundTimeout(t *testing.T) {
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * time.Second):
 		}
 	}))
 	defer slow.Close()
@@ -301,7 +301,7 @@ func TestOutboundTimeout(t *testing.T) {
 	if _, err := e.svc.out.Deliver(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.deliveryState(id); d.Status != DeliveryPending || d.Attempts != 1 || !strings.Contains(d.LastError, "Timeout") && !strings.Contains(d.LastError, "deadline") {
+	if d := e.deliveryState(id); d.Status != DeliveryPending || d.Attempts != 1 || !strings.Contains(strings.ToLower(d.LastError), "timeout") && !strings.Contains(d.LastError, "deadline") {
 		t.Fatalf("after a slow endpoint: %+v; want a timed-out attempt", d)
 	}
 	if newOutbound(e.svc, OutboundConfig{}).cfg.Timeout != 15*time.Second {

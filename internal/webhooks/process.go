@@ -49,14 +49,18 @@ const (
 
 // consumeInbound processes a batch of event ids from the inbound queue.
 func (s *Service) consumeInbound(ctx context.Context, b *queue.Batch) error {
-	for _, m := range b.Messages {
-		retry, err := s.process(ctx, string(m.Body))
-		switch {
-		case err != nil:
-			s.log.WarnContext(ctx, "process webhook event", "id", string(m.Body), "err", err)
+	ids := make([]string, len(b.Messages))
+	for i, m := range b.Messages {
+		ids[i] = string(m.Body)
+	}
+	results := s.processBatch(ctx, ids)
+	for i, m := range b.Messages {
+		switch r := results[i]; {
+		case r.err != nil:
+			s.log.WarnContext(ctx, "process webhook event", "id", ids[i], "err", r.err)
 			m.Retry(s.retryDelay(m.Attempts))
-		case retry > 0:
-			m.Retry(retry)
+		case r.delay > 0:
+			m.Retry(r.delay)
 		default:
 			m.Ack()
 		}
@@ -72,49 +76,95 @@ func (s *Service) retryDelay(attempts int) time.Duration {
 	return d
 }
 
-// process runs one event's handler once, claiming it with a conditional
-// write so that concurrent deliveries of the same id process it once. It
-// returns a delay when the event should be tried again later, and an error
-// only when the store failed (the message is then retried).
-func (s *Service) process(ctx context.Context, id string) (time.Duration, error) {
-	var ev eventJSON
-	t, err := s.get(ctx, Namespace, id, &ev)
-	if apierr.Is(err, apierr.NotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	switch ev.Status {
-	case StatusReceived:
-	case StatusProcessing:
-		if held := s.Now().Sub(time.UnixMicro(t.UpdatedAt)); held < processingLease {
-			// Another worker has it, or had it and died: look again once
-			// its lease is over rather than drop the message.
-			return processingLease - held + time.Second, nil
-		}
-	default:
-		return 0, nil // processed, ignored, failed or rejected: done
-	}
-	ev.Status = StatusProcessing
-	ev.Attempts++
-	claimed, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{
-		Ns: Namespace, Id: id, Type: typeEvent, Data: mustJSON(&ev), IfVersion: t.Version,
-	}}))
-	if apierr.Is(err, apierr.PreconditionFailed) || apierr.Is(err, apierr.Conflict) {
-		return 0, nil // someone else claimed it
-	}
-	if err != nil {
-		return 0, err
-	}
-	version := claimed.Msg.Thing.Version
+// result is what became of one event of a batch: a delay when it should
+// be tried again later, an error when the store failed.
+type result struct {
+	delay time.Duration
+	err   error
+}
 
+// process runs one event; see processBatch.
+func (s *Service) process(ctx context.Context, id string) (time.Duration, error) {
+	r := s.processBatch(ctx, []string{id})[0]
+	return r.delay, r.err
+}
+
+// claim is one event of a batch being processed.
+type claim struct {
+	i       int // index in the batch
+	id      string
+	ev      eventJSON
+	version int64
+}
+
+// processBatch runs each event's handler once. Events are claimed with
+// conditional writes (received → processing, attempts+1), so concurrent
+// deliveries of one id process it once; the claims of a batch, and then
+// its outcomes, are written in one transaction each, which keeps the
+// database's one writer free for acknowledging new deliveries.
+func (s *Service) processBatch(ctx context.Context, ids []string) []result {
+	out := make([]result, len(ids))
+	seen := map[string]bool{}
+	var claims []*claim
+	for i, id := range ids {
+		if seen[id] {
+			continue // the same id twice in a batch: once is enough
+		}
+		seen[id] = true
+		c := &claim{i: i, id: id}
+		t, err := s.get(ctx, Namespace, id, &c.ev)
+		if apierr.Is(err, apierr.NotFound) {
+			continue
+		}
+		if err != nil {
+			out[i].err = err
+			continue
+		}
+		switch c.ev.Status {
+		case StatusReceived:
+		case StatusProcessing:
+			if held := s.Now().Sub(time.UnixMicro(t.UpdatedAt)); held < processingLease {
+				// Another worker has it, or had it and died: look again
+				// once its lease is over rather than drop the message.
+				out[i].delay = processingLease - held + time.Second
+				continue
+			}
+		default:
+			continue // processed, ignored, failed or rejected: done
+		}
+		c.version = t.Version
+		c.ev.Status = StatusProcessing
+		c.ev.Attempts++
+		claims = append(claims, c)
+	}
+	claims, err := s.writeEvents(ctx, claims)
+	if err != nil {
+		for _, c := range claims {
+			out[c.i].err = err
+		}
+		return out
+	}
+	for _, c := range claims {
+		out[c.i].delay = s.runHandler(ctx, c)
+	}
+	if _, err := s.writeEvents(ctx, claims); err != nil {
+		for _, c := range claims {
+			out[c.i] = result{err: err}
+		}
+	}
+	return out
+}
+
+// runHandler runs a claimed event's handler and sets its outcome; it
+// returns the delay before a retry, or 0.
+func (s *Service) runHandler(ctx context.Context, c *claim) time.Duration {
+	ev := &c.ev
 	status, herr := StatusProcessed, error(nil)
 	h := s.handlers[ev.Provider][ev.Type]
 	if h == nil {
 		status = StatusIgnored
 	} else {
-		body, err := s.payload(ctx, id, &ev)
+		body, err := s.payload(ctx, c.id, ev)
 		if err != nil {
 			herr = permanentf("payload no longer stored: %v", err)
 		} else {
@@ -134,19 +184,40 @@ func (s *Service) process(ctx context.Context, id string) (time.Duration, error)
 			status = StatusReceived
 			delay = s.retryDelay(ev.Attempts)
 		}
-		s.log.WarnContext(ctx, "webhook handler failed", "id", id, "provider", ev.Provider, "type", ev.Type, "attempt", ev.Attempts, "err", herr)
+		s.log.WarnContext(ctx, "webhook handler failed", "id", c.id, "provider", ev.Provider, "type", ev.Type, "attempt", ev.Attempts, "err", herr)
 	}
 	ev.Status = status
 	if status != StatusReceived {
 		ev.ProcessedAt = s.Now().UnixMilli()
 	}
-	_, err = s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{
-		Ns: Namespace, Id: id, Type: typeEvent, Data: mustJSON(&ev), IfVersion: version,
-	}}))
-	if err != nil && !apierr.Is(err, apierr.PreconditionFailed) {
-		return 0, err
+	return delay
+}
+
+// writeEvents writes the claims' events, each conditional on its version,
+// in one transaction, and returns the claims it wrote with their new
+// versions. A claim whose event changed meanwhile (another worker, a
+// replay) is dropped and the rest written again.
+func (s *Service) writeEvents(ctx context.Context, claims []*claim) ([]*claim, error) {
+	for len(claims) > 0 {
+		ops := make([]*dbv1.Op, len(claims))
+		for i, c := range claims {
+			ops[i] = writeOp(c.id, typeEvent, &c.ev, dbv1.Condition_CONDITION_NONE, c.version, 0)
+		}
+		res, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops}))
+		if err == nil {
+			for i, c := range claims {
+				c.version = res.Msg.Results[i].Thing.Version
+			}
+			return claims, nil
+		}
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Code == apierr.PreconditionFailed && ae.Index >= 0 && ae.Index < len(claims) {
+			claims = append(claims[:ae.Index:ae.Index], claims[ae.Index+1:]...)
+			continue
+		}
+		return claims, err
 	}
-	return delay, nil
+	return nil, nil
 }
 
 // sweep re-enqueues events left in received (stored, but the process died
@@ -159,16 +230,42 @@ func (s *Service) sweep(ctx context.Context) {
 	// and died will not enqueue it. Enqueueing one twice is harmless (the
 	// claim makes it run once).
 	age := time.Duration(0)
-	for {
+	for n := 0; ; n++ {
 		err := s.Sweep(ctx, age)
 		age = 30 * time.Second
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "webhook sweep", "err", err)
 		}
+		if n%20 == 0 {
+			if err := s.expirePayloads(ctx); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "expire webhook payloads", "err", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// expirePayloads removes the inline payloads past their retention.
+func (s *Service) expirePayloads(ctx context.Context) error {
+	where := fmt.Sprintf(`{"payloadExpiresAt":{"lt":%d}}`, s.Now().UnixMilli())
+	for {
+		res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeEvent, Where: where, Limit: 500}))
+		if err != nil {
+			return err
+		}
+		for _, t := range res.Msg.Items {
+			_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: t.Id,
+				MergePatch: []byte(`{"data":{"body":null,"payloadExpiresAt":null}}`), Condition: dbv1.Condition_CONDITION_MUST_EXIST}}))
+			if err != nil && !apierr.Is(err, apierr.PreconditionFailed) && !apierr.Is(err, apierr.NotFound) {
+				return err
+			}
+		}
+		if len(res.Msg.Items) < 500 {
+			return nil
 		}
 	}
 }

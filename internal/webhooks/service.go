@@ -105,7 +105,9 @@ type Service struct {
 	// outbound delivery
 	out *outbound
 
+	// group commit of inbound deliveries (commit.go)
 	startOnce sync.Once
+	commits   chan *commitReq
 }
 
 var _ webhooksv1connect.WebhooksServiceHandler = (*Service)(nil)
@@ -210,7 +212,12 @@ type eventJSON struct {
 	ReceivedAt  int64  `json:"receivedAt"`
 	ProcessedAt int64  `json:"processedAt,omitempty"`
 	RemoteIP    string `json:"remoteIp,omitempty"`
-	// Parts is how many WebhookPayload things hold the body.
+	// Body is the payload of a small event, kept in the record itself
+	// until PayloadExpiresAt (Unix ms), when the sweeper removes it.
+	Body             []byte `json:"body,omitempty"`
+	PayloadExpiresAt int64  `json:"payloadExpiresAt,omitempty"`
+	// Parts is how many WebhookPayload things hold a large body; they
+	// expire by themselves.
 	Parts int `json:"parts,omitempty"`
 	// Size is the body's length in bytes.
 	Size int `json:"size,omitempty"`
@@ -224,8 +231,12 @@ type payloadPart struct {
 }
 
 // partBytes is the raw size of one payload part: base64 keeps it under the
-// db's 256 KiB data limit.
-const partBytes = 180 << 10
+// db's 256 KiB data limit. Bodies up to inlineBytes live in the event
+// record (one row per delivery, the common case).
+const (
+	partBytes   = 180 << 10
+	inlineBytes = 64 << 10
+)
 
 // eventID returns the record id of a provider's event: deterministic, so
 // a create-only write makes delivery idempotent.
