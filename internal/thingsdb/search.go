@@ -967,7 +967,7 @@ func (s *Service) resolve(ctx context.Context, ns string, cands []ftKey, n int) 
 		for _, c := range part {
 			args = append(args, c.rowid)
 		}
-		rows, err := s.be.Read.QueryContext(ctx, "SELECT t.rowid, t.id FROM things t WHERE t.ns = ? AND "+live+" AND t.rowid IN ("+strings.Repeat(",?", len(part))[1:]+")", args...)
+		rows, err := s.be.Read.QueryContext(ctx, "SELECT t.rowid, t.id FROM things t NOT INDEXED WHERE t.ns = ? AND "+live+" AND t.rowid IN ("+strings.Repeat(",?", len(part))[1:]+")", args...)
 		if err != nil {
 			return nil, err
 		}
