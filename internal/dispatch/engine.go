@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/dotdo/dotdo/internal/apierr"
@@ -126,7 +128,8 @@ func (e *engine) compile(ctx context.Context, module []byte, sha string, pages u
 	if len(module) < 8 || string(module[:4]) != "\x00asm" {
 		return nil, apierr.New(apierr.Unprocessable, "not a WebAssembly module (it does not start with \\0asm)")
 	}
-	m, err = rt.CompileModule(ctx, module)
+	// Compile the module's functions on every CPU: a deploy waits for it.
+	m, err = rt.CompileModule(experimental.WithCompilationWorkers(ctx, runtime.GOMAXPROCS(0)), module)
 	if err != nil {
 		return nil, apierr.New(apierr.Unprocessable, "invalid WebAssembly module: %s", strings.TrimPrefix(err.Error(), "invalid module: "))
 	}
