@@ -137,10 +137,14 @@ func wireEmail(ctx context.Context, w *wiring) error {
 		w.email.api = client
 		wireAuthFlows(w)
 		if w.cfg.has("gateway") {
-			// The REST routes run where the service runs; a gateway in
-			// another process forwards its Connect calls only.
+			// The REST routes run here and call the email process through
+			// the client; its Connect calls are forwarded.
 			w.ups = append(w.ups, gateway.Upstream{
-				Name: "email", RPCPath: "/" + emailv1connect.EmailServiceName + "/", RPC: proxy(ec.URL, w.cfg.InternalToken, w.client.Transport),
+				Name: "email", Prefixes: email.Prefixes, RPCPath: "/" + emailv1connect.EmailServiceName + "/", RPC: proxy(ec.URL, w.cfg.InternalToken, w.client.Transport),
+				MaxBodyBytes: email.MaxRequestBytes,
+				Routes: func(mux *http.ServeMux) {
+					email.Routes(mux, client, email.RouteOptions{Authorize: authorizer(w.cfg.Roles)})
+				},
 				Health: func(ctx context.Context) error {
 					_, err := client.Health(ctx, connect.NewRequest(&emailv1.HealthRequest{}))
 					return err
@@ -165,7 +169,9 @@ func wireEmail(ctx context.Context, w *wiring) error {
 	w.email.api, w.email.svc = svc, svc
 	path, handler := emailv1connect.NewEmailServiceHandler(svc, w.serverOpts...)
 	up := gateway.Upstream{
-		Name: "email", Prefixes: email.Prefixes, RPCPath: path, RPC: handler,
+		// The Connect path is a prefix too, so that the raised body limit
+		// also covers Send calls from a gateway in another process.
+		Name: "email", Prefixes: append(slices.Clone(email.Prefixes), strings.TrimSuffix(path, "/")), RPCPath: path, RPC: handler,
 		// Attachments (10 MB, base64) need more than the default body limit.
 		MaxBodyBytes: email.MaxRequestBytes,
 		Health: func(ctx context.Context) error {

@@ -70,7 +70,7 @@ var linkRE = regexp.MustCompile(`token=(ft_[0-9A-Za-z]+)`)
 // lastToken returns the token in the newest email of flow to addr.
 func (e *flowEnv) lastToken(t *testing.T, addr, flow string) (string, *email.View) {
 	t.Helper()
-	items, _, err := e.mail.List(ctx, auth.Namespace, email.Filter{To: addr, Tag: "flow=" + flow}, 1, "")
+	items, _, err := e.mail.ListEmails(ctx, auth.Namespace, email.Filter{To: addr, Tag: "flow=" + flow}, 1, "")
 	if err != nil || len(items) == 0 {
 		t.Fatalf("no %s email to %s (%v)", flow, addr, err)
 	}
@@ -182,7 +182,7 @@ func TestInviteFlow(t *testing.T) {
 	if err := e.flows.ForgotPassword(ctx, "ghost@x.test", "", false); err != nil {
 		t.Fatal(err)
 	}
-	if items, _, _ := e.mail.List(ctx, auth.Namespace, email.Filter{To: "ghost@x.test"}, 10, ""); len(items) != 0 {
+	if items, _, _ := e.mail.ListEmails(ctx, auth.Namespace, email.Filter{To: "ghost@x.test"}, 10, ""); len(items) != 0 {
 		t.Fatalf("an unknown address got %d emails", len(items))
 	}
 }

@@ -1,6 +1,7 @@
 package email
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/dotdo/dotdo/internal/apierr"
+	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
 	"github.com/dotdo/dotdo/internal/identity"
 	"github.com/dotdo/dotdo/internal/reqid"
 )
@@ -34,11 +39,12 @@ type RouteOptions struct {
 	Authorize func(r *http.Request, ns, permission string) error
 }
 
-// Routes registers the email service's REST routes on mux. Every route
-// takes ?ns= (the tenant namespace, "default" when absent) and checks
-// email:send, email:read or email:manage on it.
-func Routes(mux *http.ServeMux, s *Service, opts RouteOptions) {
-	h := &rest{s: s, opts: opts}
+// Routes registers the email service's REST routes on mux; they call the
+// service through api (the *Service, or a Connect client to it in another
+// process). Every route takes ?ns= (the tenant namespace, "default" when
+// absent) and checks email:send, email:read or email:manage on it.
+func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
+	h := &rest{api: api, opts: opts}
 	send, read, manage := h.need("email:send"), h.need("email:read"), h.need("email:manage")
 	mux.HandleFunc("POST /v1/emails", send(h.send))
 	mux.HandleFunc("POST /v1/emails/batch", send(h.batch))
@@ -54,7 +60,7 @@ func Routes(mux *http.ServeMux, s *Service, opts RouteOptions) {
 }
 
 type rest struct {
-	s    *Service
+	api  API
 	opts RouteOptions
 }
 
@@ -157,15 +163,48 @@ func jsonError(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-func options(r *http.Request) Options {
-	o := Options{IdempotencyKey: r.Header.Get("Idempotency-Key")}
-	if _, set := r.Header["Idempotency-Key"]; set && o.IdempotencyKey == "" {
-		o.IdempotencyKey = "\x00" // refused by checkKey: an empty key is a mistake
+// request converts a REST email to the RPC form, refusing what cannot be
+// converted with the errors the service gives for the same faults.
+func request(in *Input, i int) (*emailv1.SendRequest, error) {
+	m := &emailv1.SendRequest{From: in.From, To: in.To, Cc: in.Cc, Bcc: in.Bcc, ReplyTo: in.ReplyTo, Subject: in.Subject,
+		Html: in.HTML, Text: in.Text, Template: in.Template, Headers: in.Headers}
+	if in.Data != nil {
+		m.Data, _ = json.Marshal(in.Data)
 	}
-	if id := identity.From(r.Context()); id != nil && id.Test {
-		o.Test = true
+	for _, t := range in.Tags {
+		m.Tags = append(m.Tags, &emailv1.Tag{Name: t.Name, Value: t.Value})
 	}
-	return o
+	for j, a := range in.Attachments {
+		b, err := base64.StdEncoding.DecodeString(a.Content)
+		if err != nil {
+			return nil, invalid("attachments[%d] (%s): content must be base64", j, a.Filename)
+		}
+		m.Attachments = append(m.Attachments, &emailv1.Attachment{Filename: a.Filename, Content: b, ContentType: a.ContentType, ContentId: a.ContentID})
+	}
+	if in.ScheduledAt != "" {
+		at, err := time.Parse(time.RFC3339, in.ScheduledAt)
+		if err != nil {
+			return nil, invalid("scheduledAt %q: want an RFC 3339 time such as 2030-01-02T15:04:05Z", in.ScheduledAt)
+		}
+		m.ScheduledAt = at.Unix()
+		if m.ScheduledAt <= 0 {
+			m.ScheduledAt = 0
+		}
+	}
+	return m, nil
+}
+
+func idempotencyKey(r *http.Request) string {
+	k := r.Header.Get("Idempotency-Key")
+	if _, set := r.Header["Idempotency-Key"]; set && k == "" {
+		return "\x00" // refused by the service: an empty key is a mistake
+	}
+	return k
+}
+
+func testCaller(r *http.Request) bool {
+	id := identity.From(r.Context())
+	return id != nil && id.Test
 }
 
 func (h *rest) send(w http.ResponseWriter, r *http.Request) {
@@ -174,13 +213,18 @@ func (h *rest) send(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	in.Ns = ns(r)
-	res, err := h.s.SendEmail(r.Context(), &in, options(r))
+	m, err := request(&in, 0)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusAccepted, map[string]string{"id": res.ID, "status": res.Status})
+	m.Ns, m.IdempotencyKey, m.Test = ns(r), idempotencyKey(r), testCaller(r)
+	res, err := h.api.Send(r.Context(), connect.NewRequest(m))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(w, http.StatusAccepted, map[string]string{"id": res.Msg.Id, "status": res.Msg.Status})
 }
 
 type batchError struct {
@@ -195,23 +239,28 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	o := options(r)
+	m := &emailv1.SendBatchRequest{Ns: ns(r), IdempotencyKey: idempotencyKey(r), Test: testCaller(r)}
 	switch v := strings.ToLower(r.Header.Get("X-Batch-Validation")); v {
 	case "", "strict":
-		o.Strict = true
+		m.Strict = true
 	case "permissive":
 	default:
 		h.fail(w, r, apierr.New(apierr.Invalid, "x-batch-validation %q: use strict or permissive", v))
 		return
 	}
-	for _, in := range ins {
+	for i, in := range ins {
 		if in == nil {
 			h.fail(w, r, apierr.New(apierr.Invalid, "the batch holds a null email"))
 			return
 		}
-		in.Ns = ns(r)
+		e, err := request(in, i)
+		if err != nil {
+			h.fail(w, r, apierr.AtIndex(err, i))
+			return
+		}
+		m.Emails = append(m.Emails, e)
 	}
-	rs, err := h.s.SendBatch(r.Context(), ins, o)
+	res, err := h.api.SendBatch(r.Context(), connect.NewRequest(m))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -224,19 +273,19 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 		Data   []item       `json:"data"`
 		Errors []batchError `json:"errors,omitempty"`
 	}{Data: []item{}}
-	for i, res := range rs {
-		if res.Err != nil {
-			out.Errors = append(out.Errors, batchError{Index: i, Code: string(res.Err.Code), Message: res.Err.Message})
-			if res.ID == "" {
+	for i, br := range res.Msg.Results {
+		if br.Code != "" {
+			out.Errors = append(out.Errors, batchError{Index: i, Code: br.Code, Message: br.Message})
+			if br.Id == "" {
 				continue
 			}
 		}
-		out.Data = append(out.Data, item{ID: res.ID, Status: res.Status})
+		out.Data = append(out.Data, item{ID: br.Id, Status: br.Status})
 	}
 	h.ok(w, http.StatusAccepted, out)
 }
 
-func limitCursor(r *http.Request) (int, string, error) {
+func limitCursor(r *http.Request) (int32, string, error) {
 	q := r.URL.Query()
 	limit := 50
 	if v := q.Get("limit"); v != "" {
@@ -246,7 +295,16 @@ func limitCursor(r *http.Request) (int, string, error) {
 		}
 		limit = n
 	}
-	return limit, q.Get("cursor"), nil
+	return int32(limit), q.Get("cursor"), nil
+}
+
+// page writes a list answer from JSON items and a cursor.
+func (h *rest) page(w http.ResponseWriter, items []byte, next string) {
+	out := map[string]any{"items": json.RawMessage(items)}
+	if next != "" {
+		out["nextCursor"] = next
+	}
+	h.ok(w, http.StatusOK, out)
 }
 
 func (h *rest) list(w http.ResponseWriter, r *http.Request) {
@@ -256,70 +314,67 @@ func (h *rest) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := Filter{To: q.Get("to"), Status: q.Get("status"), Tag: q.Get("tag")}
-	items, next, err := h.s.List(r.Context(), ns(r), f, limit, cursor)
+	res, err := h.api.List(r.Context(), connect.NewRequest(&emailv1.ListRequest{Ns: ns(r), To: q.Get("to"), Status: q.Get("status"), Tag: q.Get("tag"), Limit: limit, Cursor: cursor}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := map[string]any{"items": items}
-	if next != "" {
-		out["nextCursor"] = next
+	h.page(w, res.Msg.Items, res.Msg.NextCursor)
+}
+
+// view returns email id as JSON with its namespace, or not found when it
+// belongs to another namespace than the request's.
+func (h *rest) view(r *http.Request, id string) ([]byte, error) {
+	res, err := h.api.Get(r.Context(), connect.NewRequest(&emailv1.GetRequest{Id: id}))
+	if err != nil {
+		return nil, err
 	}
-	h.ok(w, http.StatusOK, out)
+	var v struct {
+		Ns string `json:"ns"`
+	}
+	json.Unmarshal(res.Msg.Email, &v)
+	if v.Ns != ns(r) {
+		return nil, apierr.New(apierr.NotFound, "email %s not found in namespace %s", id, ns(r))
+	}
+	return res.Msg.Email, nil
 }
 
 func (h *rest) get(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	v, err := h.s.View(r.Context(), id)
-	if err == nil && v.Ns != ns(r) {
-		// An email of another namespace is not found from this one.
-		err = apierr.New(apierr.NotFound, "email %s not found in namespace %s", id, ns(r))
-	}
+	b, err := h.view(r, r.PathValue("id"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, v)
-}
-
-type templateInfo struct {
-	Name      string   `json:"name"`
-	Variables []string `json:"variables"`
-	Source    string   `json:"source"`
-}
-
-func info(t *Template) templateInfo {
-	vars := t.Variables
-	if vars == nil {
-		vars = []string{}
-	}
-	return templateInfo{Name: t.Name, Variables: vars, Source: t.Source}
+	h.ok(w, http.StatusOK, json.RawMessage(b))
 }
 
 func (h *rest) templates(w http.ResponseWriter, r *http.Request) {
-	out := []templateInfo{}
-	for _, t := range h.s.tpl.List() {
-		out = append(out, info(t))
+	res, err := h.api.ListTemplates(r.Context(), connect.NewRequest(&emailv1.ListTemplatesRequest{}))
+	if err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"items": out})
+	h.page(w, res.Msg.Items, "")
 }
 
 func (h *rest) template(w http.ResponseWriter, r *http.Request) {
-	t, ok := h.s.tpl.Lookup(r.PathValue("name"))
-	if !ok {
-		h.fail(w, r, apierr.New(apierr.NotFound, "template %q not found", r.PathValue("name")))
+	res, err := h.api.ListTemplates(r.Context(), connect.NewRequest(&emailv1.ListTemplatesRequest{}))
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, info(t))
+	var items []TemplateInfo
+	json.Unmarshal(res.Msg.Items, &items)
+	for _, t := range items {
+		if t.Name == r.PathValue("name") {
+			h.ok(w, http.StatusOK, t)
+			return
+		}
+	}
+	h.fail(w, r, apierr.New(apierr.NotFound, "template %q not found", r.PathValue("name")))
 }
 
 func (h *rest) preview(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if _, ok := h.s.tpl.Lookup(name); !ok {
-		h.fail(w, r, apierr.New(apierr.NotFound, "template %q not found", name))
-		return
-	}
 	var body struct {
 		Data map[string]any `json:"data"`
 	}
@@ -327,12 +382,13 @@ func (h *rest) preview(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	out, err := h.s.tpl.Render(name, body.Data)
+	data, _ := json.Marshal(body.Data)
+	res, err := h.api.Preview(r.Context(), connect.NewRequest(&emailv1.PreviewRequest{Name: r.PathValue("name"), Data: data}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, out)
+	h.ok(w, http.StatusOK, Rendered{Subject: res.Msg.Subject, HTML: res.Msg.Html, Text: res.Msg.Text})
 }
 
 func (h *rest) suppressions(w http.ResponseWriter, r *http.Request) {
@@ -341,16 +397,12 @@ func (h *rest) suppressions(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	items, next, err := h.s.Suppressions(r.Context(), ns(r), limit, cursor)
+	res, err := h.api.ListSuppressions(r.Context(), connect.NewRequest(&emailv1.ListSuppressionsRequest{Ns: ns(r), Limit: limit, Cursor: cursor}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := map[string]any{"items": items}
-	if next != "" {
-		out["nextCursor"] = next
-	}
-	h.ok(w, http.StatusOK, out)
+	h.page(w, res.Msg.Items, res.Msg.NextCursor)
 }
 
 func (h *rest) suppress(w http.ResponseWriter, r *http.Request) {
@@ -362,16 +414,16 @@ func (h *rest) suppress(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	sup, err := h.s.Suppress(r.Context(), ns(r), body.Email, body.Reason)
+	res, err := h.api.Suppress(r.Context(), connect.NewRequest(&emailv1.SuppressRequest{Ns: ns(r), Email: body.Email, Reason: body.Reason}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusCreated, sup)
+	h.ok(w, http.StatusCreated, json.RawMessage(res.Msg.Suppression))
 }
 
 func (h *rest) unsuppress(w http.ResponseWriter, r *http.Request) {
-	if err := h.s.Unsuppress(r.Context(), ns(r), r.PathValue("email")); err != nil {
+	if _, err := h.api.Unsuppress(r.Context(), connect.NewRequest(&emailv1.UnsuppressRequest{Ns: ns(r), Email: r.PathValue("email")})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -399,7 +451,7 @@ func (h *rest) event(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	ev := Event{EmailID: b.EmailID, Provider: b.Provider, ProviderMessageID: b.ProviderMessageID, Type: b.Type, EventID: b.EventID,
+	m := &emailv1.EventRequest{EmailId: b.EmailID, Provider: b.Provider, ProviderMessageId: b.ProviderMessageID, Type: b.Type, EventId: b.EventID,
 		BounceType: b.BounceType, Reason: b.Reason, Link: b.Link, Recipient: b.Recipient}
 	if b.OccurredAt != "" {
 		t, err := parseTime(b.OccurredAt)
@@ -407,23 +459,19 @@ func (h *rest) event(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, r, apierr.New(apierr.Invalid, "occurredAt %q: want an RFC 3339 time", b.OccurredAt))
 			return
 		}
-		ev.OccurredAt = t
+		m.OccurredAt = t.UnixMicro()
 	}
-	if ev.EmailID != "" {
+	if m.EmailId != "" {
 		// The event's email must belong to the namespace checked.
-		v, _, err := h.s.getRecord(r.Context(), ev.EmailID)
-		if err == nil && v.Ns != ns(r) {
-			err = apierr.New(apierr.NotFound, "email %s not found in namespace %s", ev.EmailID, ns(r))
-		}
-		if err != nil {
+		if _, err := h.view(r, m.EmailId); err != nil {
 			h.fail(w, r, err)
 			return
 		}
 	}
-	res, err := h.s.Record(r.Context(), ev)
+	res, err := h.api.RecordEvent(r.Context(), connect.NewRequest(m))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"emailId": res.EmailID, "status": res.Status, "duplicate": res.Duplicate})
+	h.ok(w, http.StatusOK, map[string]any{"emailId": res.Msg.EmailId, "status": res.Msg.Status, "duplicate": res.Msg.Duplicate})
 }

@@ -401,10 +401,10 @@ func (s *Service) SendEmail(ctx context.Context, in *Input, o Options) (Result, 
 	return rs[0], nil
 }
 
-// SendBatch accepts up to 100 emails. Strict: any invalid email refuses
+// SendEmails accepts up to 100 emails. Strict: any invalid email refuses
 // the batch (the error names its index) and nothing is stored. Otherwise
 // each result says what became of its email.
-func (s *Service) SendBatch(ctx context.Context, ins []*Input, o Options) ([]Result, error) {
+func (s *Service) SendEmails(ctx context.Context, ins []*Input, o Options) ([]Result, error) {
 	if len(ins) == 0 {
 		return nil, invalid("the batch is empty")
 	}

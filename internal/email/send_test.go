@@ -30,11 +30,11 @@ func TestOutboxSend(t *testing.T) {
 		if got := eventTypes_(v); !slices.Equal(got, []string{"queued", "sending", "sent"}) {
 			t.Errorf("timeline = %v; want queued, sending, sent", got)
 		}
-		items, _, err := e.s.List(ctx, DefaultNamespace, Filter{To: "ANN@example.com", Status: StatusSent}, 10, "")
+		items, _, err := e.s.ListEmails(ctx, DefaultNamespace, Filter{To: "ANN@example.com", Status: StatusSent}, 10, "")
 		if err != nil || len(items) != 1 || items[0].ID != res.ID {
 			t.Errorf("List(to, status) = %v, %v; want the email", items, err)
 		}
-		items, _, _ = e.s.List(ctx, "other", Filter{}, 10, "")
+		items, _, _ = e.s.ListEmails(ctx, "other", Filter{}, 10, "")
 		if len(items) != 0 {
 			t.Errorf("List(other ns) = %d items; want 0", len(items))
 		}
@@ -76,7 +76,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 			}
 		})
 	}
-	items, _, err := e.s.List(ctx, DefaultNamespace, Filter{}, 100, "")
+	items, _, err := e.s.ListEmails(ctx, DefaultNamespace, Filter{}, 100, "")
 	if err != nil || len(items) != 0 {
 		t.Fatalf("List after bad input = %d items, %v; want none", len(items), err)
 	}
@@ -125,7 +125,7 @@ func TestIdempotency(t *testing.T) {
 			}
 		}
 		e.waitStatus(t, ids[0], StatusSent)
-		items, _, _ := e.s.List(ctx, DefaultNamespace, Filter{To: "c@x.test"}, 100, "")
+		items, _, _ := e.s.ListEmails(ctx, DefaultNamespace, Filter{To: "c@x.test"}, 100, "")
 		if len(items) != 1 {
 			t.Fatalf("emails to c@x.test = %d; want 1", len(items))
 		}
@@ -139,13 +139,13 @@ func TestBatch(t *testing.T) {
 	e := newEnv(t, "sqlite", Config{})
 	ctx := context.Background()
 	good, bad := simple("a@x.test"), &Input{From: "a@acme.test", To: Addresses{"nope"}, Subject: "s", Text: "t"}
-	if _, err := e.s.SendBatch(ctx, []*Input{good, bad}, Options{Strict: true}); !apierr.Is(err, apierr.Unprocessable) || apierr.From(err).Index != 1 {
+	if _, err := e.s.SendEmails(ctx, []*Input{good, bad}, Options{Strict: true}); !apierr.Is(err, apierr.Unprocessable) || apierr.From(err).Index != 1 {
 		t.Fatalf("strict batch with a bad email = %v; want 422 at index 1", err)
 	}
-	if items, _, _ := e.s.List(ctx, DefaultNamespace, Filter{}, 100, ""); len(items) != 0 {
+	if items, _, _ := e.s.ListEmails(ctx, DefaultNamespace, Filter{}, 100, ""); len(items) != 0 {
 		t.Fatalf("strict failure stored %d emails; want 0", len(items))
 	}
-	rs, err := e.s.SendBatch(ctx, []*Input{good, bad, simple("b@x.test")}, Options{})
+	rs, err := e.s.SendEmails(ctx, []*Input{good, bad, simple("b@x.test")}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestBatch(t *testing.T) {
 	for i := range many {
 		many[i] = simple("a@x.test")
 	}
-	if _, err := e.s.SendBatch(ctx, many, Options{}); !apierr.Is(err, apierr.Unprocessable) {
+	if _, err := e.s.SendEmails(ctx, many, Options{}); !apierr.Is(err, apierr.Unprocessable) {
 		t.Fatalf("101 emails = %v; want 422", err)
 	}
 }
@@ -198,10 +198,10 @@ func TestSuppression(t *testing.T) {
 		if _, err := e.s.SendEmail(ctx, in, Options{}); err != nil {
 			t.Fatalf("send in another namespace = %v", err)
 		}
-		if err := e.s.Unsuppress(ctx, DefaultNamespace, "bouncy@x.test"); err != nil {
+		if err := e.s.RemoveSuppression(ctx, DefaultNamespace, "bouncy@x.test"); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.s.Unsuppress(ctx, DefaultNamespace, "bouncy@x.test"); !apierr.Is(err, apierr.NotFound) {
+		if err := e.s.RemoveSuppression(ctx, DefaultNamespace, "bouncy@x.test"); !apierr.Is(err, apierr.NotFound) {
 			t.Fatalf("second Unsuppress = %v; want not found", err)
 		}
 		r3, err := e.s.SendEmail(ctx, simple("bouncy@x.test"), Options{})
@@ -222,7 +222,7 @@ func TestSuppression(t *testing.T) {
 		if sups, _, _ := e.s.Suppressions(ctx, DefaultNamespace, 10, ""); len(sups) != 1 {
 			t.Fatalf("after complaint suppressions = %v; want 1", sups)
 		}
-		if _, err := e.s.Suppress(ctx, DefaultNamespace, "manual@x.test", "asked to stop"); err != nil {
+		if _, err := e.s.AddSuppression(ctx, DefaultNamespace, "manual@x.test", "asked to stop"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.s.SendEmail(ctx, &Input{From: "a@acme.test", To: Addresses{"ok@x.test"}, Bcc: Addresses{"manual@x.test"}, Subject: "s", Text: "t"}, Options{}); !apierr.Is(err, apierr.Unprocessable) {

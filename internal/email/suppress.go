@@ -45,8 +45,8 @@ func suppressOp(sup *Suppression) *dbv1.Op {
 	return &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: suppressionID(sup.Ns, sup.Email), Type: typeSuppression, Data: data}}}
 }
 
-// Suppress adds addr to the suppression list of ns (or updates its reason).
-func (s *Service) Suppress(ctx context.Context, ns, addr, reason string) (*Suppression, error) {
+// AddSuppression adds addr to the suppression list of ns (or updates its reason).
+func (s *Service) AddSuppression(ctx context.Context, ns, addr, reason string) (*Suppression, error) {
 	a, err := parseAddress(addr)
 	if err != nil || strings.ContainsAny(addr, "<>") {
 		return nil, invalid("email %q is not a valid address", addr)
@@ -64,8 +64,8 @@ func (s *Service) Suppress(ctx context.Context, ns, addr, reason string) (*Suppr
 	return sup, nil
 }
 
-// Unsuppress removes addr from the suppression list of ns.
-func (s *Service) Unsuppress(ctx context.Context, ns, addr string) error {
+// RemoveSuppression removes addr from the suppression list of ns.
+func (s *Service) RemoveSuppression(ctx context.Context, ns, addr string) error {
 	a, err := parseAddress(addr)
 	if err != nil {
 		return invalid("email %q is not a valid address", addr)

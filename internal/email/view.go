@@ -95,9 +95,9 @@ type Filter struct {
 	Test bool
 }
 
-// List returns the messages of ns that match f, newest first, a page at a
+// ListEmails returns the messages of ns that match f, newest first, a page at a
 // time.
-func (s *Service) List(ctx context.Context, ns string, f Filter, limit int, cursor string) ([]*View, string, error) {
+func (s *Service) ListEmails(ctx context.Context, ns string, f Filter, limit int, cursor string) ([]*View, string, error) {
 	where := map[string]any{"ns": ns}
 	if f.To != "" {
 		where["rcpt"] = map[string]any{"contains": strings.ToLower(strings.TrimSpace(f.To))}

@@ -664,6 +664,836 @@ func (x *GetResponse) GetEmail() []byte {
 	return nil
 }
 
+// SendBatchRequest is POST /v1/emails/batch: up to 100 emails, without
+// attachments.
+type SendBatchRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ns     string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Emails []*SendRequest         `protobuf:"bytes,2,rep,name=emails,proto3" json:"emails,omitempty"`
+	// strict refuses the whole batch when one email is invalid.
+	Strict         bool   `protobuf:"varint,3,opt,name=strict,proto3" json:"strict,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Test           bool   `protobuf:"varint,5,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendBatchRequest) Reset() {
+	*x = SendBatchRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchRequest) ProtoMessage() {}
+
+func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
+func (*SendBatchRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SendBatchRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *SendBatchRequest) GetEmails() []*SendRequest {
+	if x != nil {
+		return x.Emails
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetStrict() bool {
+	if x != nil {
+		return x.Strict
+	}
+	return false
+}
+
+func (x *SendBatchRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SendBatchRequest) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+// BatchResult is one email's outcome: an id and status, or the error
+// (code and message) that refused it.
+type BatchResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Code          string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BatchResult) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *BatchResult) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BatchResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type SendBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchResponse) Reset() {
+	*x = SendBatchResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchResponse) ProtoMessage() {}
+
+func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
+func (*SendBatchResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SendBatchResponse) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Tag           string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor        string                 `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *ListRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *ListRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListRequest) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *ListRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+type ListResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// items is the JSON array GET /v1/emails answers.
+	Items         []byte `protobuf:"bytes,1,opt,name=items,proto3" json:"items,omitempty"`
+	NextCursor    string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListResponse) GetItems() []byte {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ListResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+type ListSuppressionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor        string                 `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSuppressionsRequest) Reset() {
+	*x = ListSuppressionsRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSuppressionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSuppressionsRequest) ProtoMessage() {}
+
+func (x *ListSuppressionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSuppressionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSuppressionsRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListSuppressionsRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *ListSuppressionsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListSuppressionsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+type ListSuppressionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// items is a JSON array of suppressions.
+	Items         []byte `protobuf:"bytes,1,opt,name=items,proto3" json:"items,omitempty"`
+	NextCursor    string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSuppressionsResponse) Reset() {
+	*x = ListSuppressionsResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSuppressionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSuppressionsResponse) ProtoMessage() {}
+
+func (x *ListSuppressionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSuppressionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSuppressionsResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListSuppressionsResponse) GetItems() []byte {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ListSuppressionsResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+type SuppressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuppressRequest) Reset() {
+	*x = SuppressRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuppressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuppressRequest) ProtoMessage() {}
+
+func (x *SuppressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuppressRequest.ProtoReflect.Descriptor instead.
+func (*SuppressRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SuppressRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *SuppressRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *SuppressRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SuppressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// suppression is the stored entry as JSON.
+	Suppression   []byte `protobuf:"bytes,1,opt,name=suppression,proto3" json:"suppression,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuppressResponse) Reset() {
+	*x = SuppressResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuppressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuppressResponse) ProtoMessage() {}
+
+func (x *SuppressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuppressResponse.ProtoReflect.Descriptor instead.
+func (*SuppressResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SuppressResponse) GetSuppression() []byte {
+	if x != nil {
+		return x.Suppression
+	}
+	return nil
+}
+
+type UnsuppressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsuppressRequest) Reset() {
+	*x = UnsuppressRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsuppressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsuppressRequest) ProtoMessage() {}
+
+func (x *UnsuppressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsuppressRequest.ProtoReflect.Descriptor instead.
+func (*UnsuppressRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UnsuppressRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *UnsuppressRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+type UnsuppressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsuppressResponse) Reset() {
+	*x = UnsuppressResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsuppressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsuppressResponse) ProtoMessage() {}
+
+func (x *UnsuppressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsuppressResponse.ProtoReflect.Descriptor instead.
+func (*UnsuppressResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{18}
+}
+
+type ListTemplatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTemplatesRequest) Reset() {
+	*x = ListTemplatesRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTemplatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTemplatesRequest) ProtoMessage() {}
+
+func (x *ListTemplatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTemplatesRequest.ProtoReflect.Descriptor instead.
+func (*ListTemplatesRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{19}
+}
+
+type ListTemplatesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// items is a JSON array of {name, variables, source}.
+	Items         []byte `protobuf:"bytes,1,opt,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTemplatesResponse) Reset() {
+	*x = ListTemplatesResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTemplatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTemplatesResponse) ProtoMessage() {}
+
+func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
+func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListTemplatesResponse) GetItems() []byte {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type PreviewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// data is the template's variables as a JSON object.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewRequest) Reset() {
+	*x = PreviewRequest{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewRequest) ProtoMessage() {}
+
+func (x *PreviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewRequest.ProtoReflect.Descriptor instead.
+func (*PreviewRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PreviewRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PreviewRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PreviewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Html          string                 `protobuf:"bytes,2,opt,name=html,proto3" json:"html,omitempty"`
+	Text          string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewResponse) Reset() {
+	*x = PreviewResponse{}
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewResponse) ProtoMessage() {}
+
+func (x *PreviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewResponse.ProtoReflect.Descriptor instead.
+func (*PreviewResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PreviewResponse) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *PreviewResponse) GetHtml() string {
+	if x != nil {
+		return x.Html
+	}
+	return ""
+}
+
+func (x *PreviewResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 type HealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -672,7 +1502,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_dotdo_email_v1_email_proto_msgTypes[8]
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1514,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dotdo_email_v1_email_proto_msgTypes[8]
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1527,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{8}
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{23}
 }
 
 type HealthResponse struct {
@@ -709,7 +1539,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_dotdo_email_v1_email_proto_msgTypes[9]
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +1551,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dotdo_email_v1_email_proto_msgTypes[9]
+	mi := &file_dotdo_email_v1_email_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +1564,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{9}
+	return file_dotdo_email_v1_email_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -806,14 +1636,74 @@ const file_dotdo_email_v1_email_proto_rawDesc = "" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"#\n" +
 	"\vGetResponse\x12\x14\n" +
-	"\x05email\x18\x01 \x01(\fR\x05email\"\x0f\n" +
+	"\x05email\x18\x01 \x01(\fR\x05email\"\xac\x01\n" +
+	"\x10SendBatchRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x123\n" +
+	"\x06emails\x18\x02 \x03(\v2\x1b.dotdo.email.v1.SendRequestR\x06emails\x12\x16\n" +
+	"\x06strict\x18\x03 \x01(\bR\x06strict\x12'\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x12\n" +
+	"\x04test\x18\x05 \x01(\bR\x04test\"c\n" +
+	"\vBatchResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"J\n" +
+	"\x11SendBatchResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.dotdo.email.v1.BatchResultR\aresults\"\x85\x01\n" +
+	"\vListRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x06 \x01(\tR\x06cursor\"E\n" +
+	"\fListResponse\x12\x14\n" +
+	"\x05items\x18\x01 \x01(\fR\x05items\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"W\n" +
+	"\x17ListSuppressionsRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\"Q\n" +
+	"\x18ListSuppressionsResponse\x12\x14\n" +
+	"\x05items\x18\x01 \x01(\fR\x05items\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"O\n" +
+	"\x0fSuppressRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"4\n" +
+	"\x10SuppressResponse\x12 \n" +
+	"\vsuppression\x18\x01 \x01(\fR\vsuppression\"9\n" +
+	"\x11UnsuppressRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\"\x14\n" +
+	"\x12UnsuppressResponse\"\x16\n" +
+	"\x14ListTemplatesRequest\"-\n" +
+	"\x15ListTemplatesResponse\x12\x14\n" +
+	"\x05items\x18\x01 \x01(\fR\x05items\"8\n" +
+	"\x0ePreviewRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"S\n" +
+	"\x0fPreviewResponse\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x12\n" +
+	"\x04html\x18\x02 \x01(\tR\x04html\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\x0f\n" +
 	"\rHealthRequest\"(\n" +
 	"\x0eHealthResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06status2\xb0\x02\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status2\x8e\a\n" +
 	"\fEmailService\x12A\n" +
 	"\x04Send\x12\x1b.dotdo.email.v1.SendRequest\x1a\x1c.dotdo.email.v1.SendResponse\x12J\n" +
-	"\vRecordEvent\x12\x1c.dotdo.email.v1.EventRequest\x1a\x1d.dotdo.email.v1.EventResponse\x12C\n" +
-	"\x03Get\x12\x1a.dotdo.email.v1.GetRequest\x1a\x1b.dotdo.email.v1.GetResponse\"\x03\x90\x02\x01\x12L\n" +
+	"\vRecordEvent\x12\x1c.dotdo.email.v1.EventRequest\x1a\x1d.dotdo.email.v1.EventResponse\x12P\n" +
+	"\tSendBatch\x12 .dotdo.email.v1.SendBatchRequest\x1a!.dotdo.email.v1.SendBatchResponse\x12C\n" +
+	"\x03Get\x12\x1a.dotdo.email.v1.GetRequest\x1a\x1b.dotdo.email.v1.GetResponse\"\x03\x90\x02\x01\x12F\n" +
+	"\x04List\x12\x1b.dotdo.email.v1.ListRequest\x1a\x1c.dotdo.email.v1.ListResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x10ListSuppressions\x12'.dotdo.email.v1.ListSuppressionsRequest\x1a(.dotdo.email.v1.ListSuppressionsResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\bSuppress\x12\x1f.dotdo.email.v1.SuppressRequest\x1a .dotdo.email.v1.SuppressResponse\x12S\n" +
+	"\n" +
+	"Unsuppress\x12!.dotdo.email.v1.UnsuppressRequest\x1a\".dotdo.email.v1.UnsuppressResponse\x12a\n" +
+	"\rListTemplates\x12$.dotdo.email.v1.ListTemplatesRequest\x1a%.dotdo.email.v1.ListTemplatesResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\aPreview\x12\x1e.dotdo.email.v1.PreviewRequest\x1a\x1f.dotdo.email.v1.PreviewResponse\"\x03\x90\x02\x01\x12L\n" +
 	"\x06Health\x12\x1d.dotdo.email.v1.HealthRequest\x1a\x1e.dotdo.email.v1.HealthResponse\"\x03\x90\x02\x01B<Z:github.com/dotdo/dotdo/internal/gen/dotdo/email/v1;emailv1b\x06proto3"
 
 var (
@@ -828,37 +1718,68 @@ func file_dotdo_email_v1_email_proto_rawDescGZIP() []byte {
 	return file_dotdo_email_v1_email_proto_rawDescData
 }
 
-var file_dotdo_email_v1_email_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_dotdo_email_v1_email_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_dotdo_email_v1_email_proto_goTypes = []any{
-	(*Tag)(nil),            // 0: dotdo.email.v1.Tag
-	(*Attachment)(nil),     // 1: dotdo.email.v1.Attachment
-	(*SendRequest)(nil),    // 2: dotdo.email.v1.SendRequest
-	(*SendResponse)(nil),   // 3: dotdo.email.v1.SendResponse
-	(*EventRequest)(nil),   // 4: dotdo.email.v1.EventRequest
-	(*EventResponse)(nil),  // 5: dotdo.email.v1.EventResponse
-	(*GetRequest)(nil),     // 6: dotdo.email.v1.GetRequest
-	(*GetResponse)(nil),    // 7: dotdo.email.v1.GetResponse
-	(*HealthRequest)(nil),  // 8: dotdo.email.v1.HealthRequest
-	(*HealthResponse)(nil), // 9: dotdo.email.v1.HealthResponse
-	nil,                    // 10: dotdo.email.v1.SendRequest.HeadersEntry
+	(*Tag)(nil),                      // 0: dotdo.email.v1.Tag
+	(*Attachment)(nil),               // 1: dotdo.email.v1.Attachment
+	(*SendRequest)(nil),              // 2: dotdo.email.v1.SendRequest
+	(*SendResponse)(nil),             // 3: dotdo.email.v1.SendResponse
+	(*EventRequest)(nil),             // 4: dotdo.email.v1.EventRequest
+	(*EventResponse)(nil),            // 5: dotdo.email.v1.EventResponse
+	(*GetRequest)(nil),               // 6: dotdo.email.v1.GetRequest
+	(*GetResponse)(nil),              // 7: dotdo.email.v1.GetResponse
+	(*SendBatchRequest)(nil),         // 8: dotdo.email.v1.SendBatchRequest
+	(*BatchResult)(nil),              // 9: dotdo.email.v1.BatchResult
+	(*SendBatchResponse)(nil),        // 10: dotdo.email.v1.SendBatchResponse
+	(*ListRequest)(nil),              // 11: dotdo.email.v1.ListRequest
+	(*ListResponse)(nil),             // 12: dotdo.email.v1.ListResponse
+	(*ListSuppressionsRequest)(nil),  // 13: dotdo.email.v1.ListSuppressionsRequest
+	(*ListSuppressionsResponse)(nil), // 14: dotdo.email.v1.ListSuppressionsResponse
+	(*SuppressRequest)(nil),          // 15: dotdo.email.v1.SuppressRequest
+	(*SuppressResponse)(nil),         // 16: dotdo.email.v1.SuppressResponse
+	(*UnsuppressRequest)(nil),        // 17: dotdo.email.v1.UnsuppressRequest
+	(*UnsuppressResponse)(nil),       // 18: dotdo.email.v1.UnsuppressResponse
+	(*ListTemplatesRequest)(nil),     // 19: dotdo.email.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),    // 20: dotdo.email.v1.ListTemplatesResponse
+	(*PreviewRequest)(nil),           // 21: dotdo.email.v1.PreviewRequest
+	(*PreviewResponse)(nil),          // 22: dotdo.email.v1.PreviewResponse
+	(*HealthRequest)(nil),            // 23: dotdo.email.v1.HealthRequest
+	(*HealthResponse)(nil),           // 24: dotdo.email.v1.HealthResponse
+	nil,                              // 25: dotdo.email.v1.SendRequest.HeadersEntry
 }
 var file_dotdo_email_v1_email_proto_depIdxs = []int32{
 	0,  // 0: dotdo.email.v1.SendRequest.tags:type_name -> dotdo.email.v1.Tag
-	10, // 1: dotdo.email.v1.SendRequest.headers:type_name -> dotdo.email.v1.SendRequest.HeadersEntry
+	25, // 1: dotdo.email.v1.SendRequest.headers:type_name -> dotdo.email.v1.SendRequest.HeadersEntry
 	1,  // 2: dotdo.email.v1.SendRequest.attachments:type_name -> dotdo.email.v1.Attachment
-	2,  // 3: dotdo.email.v1.EmailService.Send:input_type -> dotdo.email.v1.SendRequest
-	4,  // 4: dotdo.email.v1.EmailService.RecordEvent:input_type -> dotdo.email.v1.EventRequest
-	6,  // 5: dotdo.email.v1.EmailService.Get:input_type -> dotdo.email.v1.GetRequest
-	8,  // 6: dotdo.email.v1.EmailService.Health:input_type -> dotdo.email.v1.HealthRequest
-	3,  // 7: dotdo.email.v1.EmailService.Send:output_type -> dotdo.email.v1.SendResponse
-	5,  // 8: dotdo.email.v1.EmailService.RecordEvent:output_type -> dotdo.email.v1.EventResponse
-	7,  // 9: dotdo.email.v1.EmailService.Get:output_type -> dotdo.email.v1.GetResponse
-	9,  // 10: dotdo.email.v1.EmailService.Health:output_type -> dotdo.email.v1.HealthResponse
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	2,  // 3: dotdo.email.v1.SendBatchRequest.emails:type_name -> dotdo.email.v1.SendRequest
+	9,  // 4: dotdo.email.v1.SendBatchResponse.results:type_name -> dotdo.email.v1.BatchResult
+	2,  // 5: dotdo.email.v1.EmailService.Send:input_type -> dotdo.email.v1.SendRequest
+	4,  // 6: dotdo.email.v1.EmailService.RecordEvent:input_type -> dotdo.email.v1.EventRequest
+	8,  // 7: dotdo.email.v1.EmailService.SendBatch:input_type -> dotdo.email.v1.SendBatchRequest
+	6,  // 8: dotdo.email.v1.EmailService.Get:input_type -> dotdo.email.v1.GetRequest
+	11, // 9: dotdo.email.v1.EmailService.List:input_type -> dotdo.email.v1.ListRequest
+	13, // 10: dotdo.email.v1.EmailService.ListSuppressions:input_type -> dotdo.email.v1.ListSuppressionsRequest
+	15, // 11: dotdo.email.v1.EmailService.Suppress:input_type -> dotdo.email.v1.SuppressRequest
+	17, // 12: dotdo.email.v1.EmailService.Unsuppress:input_type -> dotdo.email.v1.UnsuppressRequest
+	19, // 13: dotdo.email.v1.EmailService.ListTemplates:input_type -> dotdo.email.v1.ListTemplatesRequest
+	21, // 14: dotdo.email.v1.EmailService.Preview:input_type -> dotdo.email.v1.PreviewRequest
+	23, // 15: dotdo.email.v1.EmailService.Health:input_type -> dotdo.email.v1.HealthRequest
+	3,  // 16: dotdo.email.v1.EmailService.Send:output_type -> dotdo.email.v1.SendResponse
+	5,  // 17: dotdo.email.v1.EmailService.RecordEvent:output_type -> dotdo.email.v1.EventResponse
+	10, // 18: dotdo.email.v1.EmailService.SendBatch:output_type -> dotdo.email.v1.SendBatchResponse
+	7,  // 19: dotdo.email.v1.EmailService.Get:output_type -> dotdo.email.v1.GetResponse
+	12, // 20: dotdo.email.v1.EmailService.List:output_type -> dotdo.email.v1.ListResponse
+	14, // 21: dotdo.email.v1.EmailService.ListSuppressions:output_type -> dotdo.email.v1.ListSuppressionsResponse
+	16, // 22: dotdo.email.v1.EmailService.Suppress:output_type -> dotdo.email.v1.SuppressResponse
+	18, // 23: dotdo.email.v1.EmailService.Unsuppress:output_type -> dotdo.email.v1.UnsuppressResponse
+	20, // 24: dotdo.email.v1.EmailService.ListTemplates:output_type -> dotdo.email.v1.ListTemplatesResponse
+	22, // 25: dotdo.email.v1.EmailService.Preview:output_type -> dotdo.email.v1.PreviewResponse
+	24, // 26: dotdo.email.v1.EmailService.Health:output_type -> dotdo.email.v1.HealthResponse
+	16, // [16:27] is the sub-list for method output_type
+	5,  // [5:16] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_dotdo_email_v1_email_proto_init() }
@@ -872,7 +1793,7 @@ func file_dotdo_email_v1_email_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_email_v1_email_proto_rawDesc), len(file_dotdo_email_v1_email_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,8 +42,24 @@ const (
 	// EmailServiceRecordEventProcedure is the fully-qualified name of the EmailService's RecordEvent
 	// RPC.
 	EmailServiceRecordEventProcedure = "/dotdo.email.v1.EmailService/RecordEvent"
+	// EmailServiceSendBatchProcedure is the fully-qualified name of the EmailService's SendBatch RPC.
+	EmailServiceSendBatchProcedure = "/dotdo.email.v1.EmailService/SendBatch"
 	// EmailServiceGetProcedure is the fully-qualified name of the EmailService's Get RPC.
 	EmailServiceGetProcedure = "/dotdo.email.v1.EmailService/Get"
+	// EmailServiceListProcedure is the fully-qualified name of the EmailService's List RPC.
+	EmailServiceListProcedure = "/dotdo.email.v1.EmailService/List"
+	// EmailServiceListSuppressionsProcedure is the fully-qualified name of the EmailService's
+	// ListSuppressions RPC.
+	EmailServiceListSuppressionsProcedure = "/dotdo.email.v1.EmailService/ListSuppressions"
+	// EmailServiceSuppressProcedure is the fully-qualified name of the EmailService's Suppress RPC.
+	EmailServiceSuppressProcedure = "/dotdo.email.v1.EmailService/Suppress"
+	// EmailServiceUnsuppressProcedure is the fully-qualified name of the EmailService's Unsuppress RPC.
+	EmailServiceUnsuppressProcedure = "/dotdo.email.v1.EmailService/Unsuppress"
+	// EmailServiceListTemplatesProcedure is the fully-qualified name of the EmailService's
+	// ListTemplates RPC.
+	EmailServiceListTemplatesProcedure = "/dotdo.email.v1.EmailService/ListTemplates"
+	// EmailServicePreviewProcedure is the fully-qualified name of the EmailService's Preview RPC.
+	EmailServicePreviewProcedure = "/dotdo.email.v1.EmailService/Preview"
 	// EmailServiceHealthProcedure is the fully-qualified name of the EmailService's Health RPC.
 	EmailServiceHealthProcedure = "/dotdo.email.v1.EmailService/Health"
 )
@@ -52,7 +68,14 @@ const (
 type EmailServiceClient interface {
 	Send(context.Context, *connect.Request[v1.SendRequest]) (*connect.Response[v1.SendResponse], error)
 	RecordEvent(context.Context, *connect.Request[v1.EventRequest]) (*connect.Response[v1.EventResponse], error)
+	SendBatch(context.Context, *connect.Request[v1.SendBatchRequest]) (*connect.Response[v1.SendBatchResponse], error)
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	ListSuppressions(context.Context, *connect.Request[v1.ListSuppressionsRequest]) (*connect.Response[v1.ListSuppressionsResponse], error)
+	Suppress(context.Context, *connect.Request[v1.SuppressRequest]) (*connect.Response[v1.SuppressResponse], error)
+	Unsuppress(context.Context, *connect.Request[v1.UnsuppressRequest]) (*connect.Response[v1.UnsuppressResponse], error)
+	ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error)
+	Preview(context.Context, *connect.Request[v1.PreviewRequest]) (*connect.Response[v1.PreviewResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 }
 
@@ -79,10 +102,56 @@ func NewEmailServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(emailServiceMethods.ByName("RecordEvent")),
 			connect.WithClientOptions(opts...),
 		),
+		sendBatch: connect.NewClient[v1.SendBatchRequest, v1.SendBatchResponse](
+			httpClient,
+			baseURL+EmailServiceSendBatchProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("SendBatch")),
+			connect.WithClientOptions(opts...),
+		),
 		get: connect.NewClient[v1.GetRequest, v1.GetResponse](
 			httpClient,
 			baseURL+EmailServiceGetProcedure,
 			connect.WithSchema(emailServiceMethods.ByName("Get")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		list: connect.NewClient[v1.ListRequest, v1.ListResponse](
+			httpClient,
+			baseURL+EmailServiceListProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("List")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listSuppressions: connect.NewClient[v1.ListSuppressionsRequest, v1.ListSuppressionsResponse](
+			httpClient,
+			baseURL+EmailServiceListSuppressionsProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("ListSuppressions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		suppress: connect.NewClient[v1.SuppressRequest, v1.SuppressResponse](
+			httpClient,
+			baseURL+EmailServiceSuppressProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("Suppress")),
+			connect.WithClientOptions(opts...),
+		),
+		unsuppress: connect.NewClient[v1.UnsuppressRequest, v1.UnsuppressResponse](
+			httpClient,
+			baseURL+EmailServiceUnsuppressProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("Unsuppress")),
+			connect.WithClientOptions(opts...),
+		),
+		listTemplates: connect.NewClient[v1.ListTemplatesRequest, v1.ListTemplatesResponse](
+			httpClient,
+			baseURL+EmailServiceListTemplatesProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("ListTemplates")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		preview: connect.NewClient[v1.PreviewRequest, v1.PreviewResponse](
+			httpClient,
+			baseURL+EmailServicePreviewProcedure,
+			connect.WithSchema(emailServiceMethods.ByName("Preview")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
@@ -98,10 +167,17 @@ func NewEmailServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // emailServiceClient implements EmailServiceClient.
 type emailServiceClient struct {
-	send        *connect.Client[v1.SendRequest, v1.SendResponse]
-	recordEvent *connect.Client[v1.EventRequest, v1.EventResponse]
-	get         *connect.Client[v1.GetRequest, v1.GetResponse]
-	health      *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	send             *connect.Client[v1.SendRequest, v1.SendResponse]
+	recordEvent      *connect.Client[v1.EventRequest, v1.EventResponse]
+	sendBatch        *connect.Client[v1.SendBatchRequest, v1.SendBatchResponse]
+	get              *connect.Client[v1.GetRequest, v1.GetResponse]
+	list             *connect.Client[v1.ListRequest, v1.ListResponse]
+	listSuppressions *connect.Client[v1.ListSuppressionsRequest, v1.ListSuppressionsResponse]
+	suppress         *connect.Client[v1.SuppressRequest, v1.SuppressResponse]
+	unsuppress       *connect.Client[v1.UnsuppressRequest, v1.UnsuppressResponse]
+	listTemplates    *connect.Client[v1.ListTemplatesRequest, v1.ListTemplatesResponse]
+	preview          *connect.Client[v1.PreviewRequest, v1.PreviewResponse]
+	health           *connect.Client[v1.HealthRequest, v1.HealthResponse]
 }
 
 // Send calls dotdo.email.v1.EmailService.Send.
@@ -114,9 +190,44 @@ func (c *emailServiceClient) RecordEvent(ctx context.Context, req *connect.Reque
 	return c.recordEvent.CallUnary(ctx, req)
 }
 
+// SendBatch calls dotdo.email.v1.EmailService.SendBatch.
+func (c *emailServiceClient) SendBatch(ctx context.Context, req *connect.Request[v1.SendBatchRequest]) (*connect.Response[v1.SendBatchResponse], error) {
+	return c.sendBatch.CallUnary(ctx, req)
+}
+
 // Get calls dotdo.email.v1.EmailService.Get.
 func (c *emailServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
 	return c.get.CallUnary(ctx, req)
+}
+
+// List calls dotdo.email.v1.EmailService.List.
+func (c *emailServiceClient) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error) {
+	return c.list.CallUnary(ctx, req)
+}
+
+// ListSuppressions calls dotdo.email.v1.EmailService.ListSuppressions.
+func (c *emailServiceClient) ListSuppressions(ctx context.Context, req *connect.Request[v1.ListSuppressionsRequest]) (*connect.Response[v1.ListSuppressionsResponse], error) {
+	return c.listSuppressions.CallUnary(ctx, req)
+}
+
+// Suppress calls dotdo.email.v1.EmailService.Suppress.
+func (c *emailServiceClient) Suppress(ctx context.Context, req *connect.Request[v1.SuppressRequest]) (*connect.Response[v1.SuppressResponse], error) {
+	return c.suppress.CallUnary(ctx, req)
+}
+
+// Unsuppress calls dotdo.email.v1.EmailService.Unsuppress.
+func (c *emailServiceClient) Unsuppress(ctx context.Context, req *connect.Request[v1.UnsuppressRequest]) (*connect.Response[v1.UnsuppressResponse], error) {
+	return c.unsuppress.CallUnary(ctx, req)
+}
+
+// ListTemplates calls dotdo.email.v1.EmailService.ListTemplates.
+func (c *emailServiceClient) ListTemplates(ctx context.Context, req *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error) {
+	return c.listTemplates.CallUnary(ctx, req)
+}
+
+// Preview calls dotdo.email.v1.EmailService.Preview.
+func (c *emailServiceClient) Preview(ctx context.Context, req *connect.Request[v1.PreviewRequest]) (*connect.Response[v1.PreviewResponse], error) {
+	return c.preview.CallUnary(ctx, req)
 }
 
 // Health calls dotdo.email.v1.EmailService.Health.
@@ -128,7 +239,14 @@ func (c *emailServiceClient) Health(ctx context.Context, req *connect.Request[v1
 type EmailServiceHandler interface {
 	Send(context.Context, *connect.Request[v1.SendRequest]) (*connect.Response[v1.SendResponse], error)
 	RecordEvent(context.Context, *connect.Request[v1.EventRequest]) (*connect.Response[v1.EventResponse], error)
+	SendBatch(context.Context, *connect.Request[v1.SendBatchRequest]) (*connect.Response[v1.SendBatchResponse], error)
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	ListSuppressions(context.Context, *connect.Request[v1.ListSuppressionsRequest]) (*connect.Response[v1.ListSuppressionsResponse], error)
+	Suppress(context.Context, *connect.Request[v1.SuppressRequest]) (*connect.Response[v1.SuppressResponse], error)
+	Unsuppress(context.Context, *connect.Request[v1.UnsuppressRequest]) (*connect.Response[v1.UnsuppressResponse], error)
+	ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error)
+	Preview(context.Context, *connect.Request[v1.PreviewRequest]) (*connect.Response[v1.PreviewResponse], error)
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 }
 
@@ -151,10 +269,56 @@ func NewEmailServiceHandler(svc EmailServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(emailServiceMethods.ByName("RecordEvent")),
 		connect.WithHandlerOptions(opts...),
 	)
+	emailServiceSendBatchHandler := connect.NewUnaryHandler(
+		EmailServiceSendBatchProcedure,
+		svc.SendBatch,
+		connect.WithSchema(emailServiceMethods.ByName("SendBatch")),
+		connect.WithHandlerOptions(opts...),
+	)
 	emailServiceGetHandler := connect.NewUnaryHandler(
 		EmailServiceGetProcedure,
 		svc.Get,
 		connect.WithSchema(emailServiceMethods.ByName("Get")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServiceListHandler := connect.NewUnaryHandler(
+		EmailServiceListProcedure,
+		svc.List,
+		connect.WithSchema(emailServiceMethods.ByName("List")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServiceListSuppressionsHandler := connect.NewUnaryHandler(
+		EmailServiceListSuppressionsProcedure,
+		svc.ListSuppressions,
+		connect.WithSchema(emailServiceMethods.ByName("ListSuppressions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServiceSuppressHandler := connect.NewUnaryHandler(
+		EmailServiceSuppressProcedure,
+		svc.Suppress,
+		connect.WithSchema(emailServiceMethods.ByName("Suppress")),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServiceUnsuppressHandler := connect.NewUnaryHandler(
+		EmailServiceUnsuppressProcedure,
+		svc.Unsuppress,
+		connect.WithSchema(emailServiceMethods.ByName("Unsuppress")),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServiceListTemplatesHandler := connect.NewUnaryHandler(
+		EmailServiceListTemplatesProcedure,
+		svc.ListTemplates,
+		connect.WithSchema(emailServiceMethods.ByName("ListTemplates")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	emailServicePreviewHandler := connect.NewUnaryHandler(
+		EmailServicePreviewProcedure,
+		svc.Preview,
+		connect.WithSchema(emailServiceMethods.ByName("Preview")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -171,8 +335,22 @@ func NewEmailServiceHandler(svc EmailServiceHandler, opts ...connect.HandlerOpti
 			emailServiceSendHandler.ServeHTTP(w, r)
 		case EmailServiceRecordEventProcedure:
 			emailServiceRecordEventHandler.ServeHTTP(w, r)
+		case EmailServiceSendBatchProcedure:
+			emailServiceSendBatchHandler.ServeHTTP(w, r)
 		case EmailServiceGetProcedure:
 			emailServiceGetHandler.ServeHTTP(w, r)
+		case EmailServiceListProcedure:
+			emailServiceListHandler.ServeHTTP(w, r)
+		case EmailServiceListSuppressionsProcedure:
+			emailServiceListSuppressionsHandler.ServeHTTP(w, r)
+		case EmailServiceSuppressProcedure:
+			emailServiceSuppressHandler.ServeHTTP(w, r)
+		case EmailServiceUnsuppressProcedure:
+			emailServiceUnsuppressHandler.ServeHTTP(w, r)
+		case EmailServiceListTemplatesProcedure:
+			emailServiceListTemplatesHandler.ServeHTTP(w, r)
+		case EmailServicePreviewProcedure:
+			emailServicePreviewHandler.ServeHTTP(w, r)
 		case EmailServiceHealthProcedure:
 			emailServiceHealthHandler.ServeHTTP(w, r)
 		default:
@@ -192,8 +370,36 @@ func (UnimplementedEmailServiceHandler) RecordEvent(context.Context, *connect.Re
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.RecordEvent is not implemented"))
 }
 
+func (UnimplementedEmailServiceHandler) SendBatch(context.Context, *connect.Request[v1.SendBatchRequest]) (*connect.Response[v1.SendBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.SendBatch is not implemented"))
+}
+
 func (UnimplementedEmailServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.Get is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.List is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) ListSuppressions(context.Context, *connect.Request[v1.ListSuppressionsRequest]) (*connect.Response[v1.ListSuppressionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.ListSuppressions is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) Suppress(context.Context, *connect.Request[v1.SuppressRequest]) (*connect.Response[v1.SuppressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.Suppress is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) Unsuppress(context.Context, *connect.Request[v1.UnsuppressRequest]) (*connect.Response[v1.UnsuppressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.Unsuppress is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) ListTemplates(context.Context, *connect.Request[v1.ListTemplatesRequest]) (*connect.Response[v1.ListTemplatesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.ListTemplates is not implemented"))
+}
+
+func (UnimplementedEmailServiceHandler) Preview(context.Context, *connect.Request[v1.PreviewRequest]) (*connect.Response[v1.PreviewResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.email.v1.EmailService.Preview is not implemented"))
 }
 
 func (UnimplementedEmailServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
