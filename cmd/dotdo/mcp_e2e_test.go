@@ -83,6 +83,25 @@ func mcpQueue(t *testing.T, p *proc, name string) {
 	}
 }
 
+// mcpFixtures creates what mcptest.Script needs beside the namespace: the
+// queue named ns, the task mcp-task of ns, and a verified GitHub webhook.
+func mcpFixtures(t *testing.T, p *proc, ns string) {
+	t.Helper()
+	mcpQueue(t, p, ns)
+	task := `{"schedule":"@every 1h","action":{"type":"queue","queue":"` + ns + `","body":"{}"}}`
+	if r := do(t, "PUT", p.url+"/v1/schedule/tasks/mcp-task?ns="+ns, task); r.status >= 300 {
+		t.Fatalf("create task: %d %s", r.status, r.body)
+	}
+	h, body := mcptest.GitHubDelivery()
+	hdr := []string{"Authorization", ""}
+	for k, v := range h {
+		hdr = append(hdr, k, v)
+	}
+	if r := do(t, "POST", p.url+"/webhooks/github", string(body), hdr...); r.status >= 300 {
+		t.Fatalf("GitHub webhook: %d %s", r.status, r.body)
+	}
+}
+
 // restSnapshot is what the MCP tools could change, read over REST as the
 // admin.
 func restSnapshot(t *testing.T, p *proc, nss ...string) string {
@@ -98,6 +117,20 @@ func restSnapshot(t *testing.T, p *proc, nss ...string) string {
 	var qs map[string]any
 	json.Unmarshal(r.body, &qs)
 	fmt.Fprintf(&b, "queue backlog=%v delayed=%v\n", qs["backlog"], qs["delayed"])
+	r = do(t, "GET", p.url+"/v1/schedule/tasks/mcp-task/runs?ns=mcp-e2e", nil)
+	var runs struct {
+		Items []any `json:"items"`
+	}
+	json.Unmarshal(r.body, &runs)
+	fmt.Fprintf(&b, "runs: %d\n", len(runs.Items))
+	r = do(t, "GET", p.url+"/v1/webhooks/events", nil)
+	var evs struct {
+		Items []map[string]any `json:"items"`
+	}
+	json.Unmarshal(r.body, &evs)
+	for _, e := range evs.Items {
+		fmt.Fprintf(&b, "webhook %v\n", e["id"])
+	}
 	r = do(t, "GET", p.url+"/v1/auth/keys", nil)
 	var keys struct {
 		Items []map[string]any `json:"items"`
@@ -119,17 +152,17 @@ func TestMCPStreamableHTTP(t *testing.T) {
 	for _, name := range mcpBackends(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			p := startAllInOne(t, newBackend(t, name), "--public-url", mcpPublicURL, "--mcp-page-size", "4")
+			p := startAllInOne(t, newBackend(t, name), "--public-url", mcpPublicURL, "--mcp-page-size", "4", "--webhooks-github-secrets", mcptest.GitHubSecret)
 			ctx := context.Background()
 			cs := mcpHTTP(t, p, adminKey)
 			tools, pages := mcptest.ListTools(ctx, t, cs)
-			if pages < 3 || len(tools) < 16 {
+			if pages < 5 || len(tools) < 24 {
 				t.Errorf("%d tools in %d pages of 4; want every tool over several pages", len(tools), pages)
 			}
 			for _, tool := range tools {
 				mcptest.CheckTool(t, tool)
 			}
-			mcpQueue(t, p, "mcp-e2e")
+			mcpFixtures(t, p, "mcp-e2e")
 			out := mcptest.CallAll(ctx, t, cs, tools, "mcp-e2e")
 			if out["whoami"]["kind"] != "api_key" {
 				t.Errorf("whoami = %v; want the admin API key", out["whoami"])
@@ -290,8 +323,8 @@ func TestMCPStdio(t *testing.T) {
 	})
 
 	t.Run("url", func(t *testing.T) {
-		p := startAllInOne(t, newBackend(t, "sqlite"))
-		mcpQueue(t, p, "stdio-remote")
+		p := startAllInOne(t, newBackend(t, "sqlite"), "--webhooks-github-secrets", mcptest.GitHubSecret)
+		mcpFixtures(t, p, "stdio-remote")
 		cs := connect(t, "--url", p.url, "--key", adminKey)
 		tools, _ := mcptest.ListTools(ctx, t, cs)
 		out := mcptest.CallAll(ctx, t, cs, tools, "stdio-remote")

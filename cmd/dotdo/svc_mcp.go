@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/dotdo/dotdo/internal/auth"
+	"github.com/dotdo/dotdo/internal/email"
 	"github.com/dotdo/dotdo/internal/gateway"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
@@ -74,6 +75,18 @@ func mcpAuthz(roles map[string][]string) mcp.Authorizer {
 	}
 }
 
+// emailTemplates is the email_templates binding of an email service in
+// this process.
+func emailTemplates(svc *email.Service) mcp.EmailTemplates {
+	return func(context.Context) ([]mcp.EmailTemplate, error) {
+		var out []mcp.EmailTemplate
+		for _, t := range svc.Templates().List() {
+			out = append(out, mcp.EmailTemplate{Name: t.Name, Variables: t.Variables, Source: t.Source})
+		}
+		return out, nil
+	}
+}
+
 // wireMCP builds the mcp service in this process when it runs here,
 // or a client to it when a service here needs it, and adds its upstream.
 // The MCP endpoint is served by the gateway process, where requests are
@@ -95,7 +108,7 @@ func wireMCP(ctx context.Context, w *wiring) error {
 	if w.queue.svc != nil {
 		q = queue.RPC{S: w.queue.svc}
 	}
-	s, err := mcp.New(mcp.Options{
+	opts := mcp.Options{
 		Queue:       q,
 		DB:          db,
 		Search:      db,
@@ -105,7 +118,20 @@ func wireMCP(ctx context.Context, w *wiring) error {
 		Version:     versionString(),
 		Logger:      w.log,
 		PageSize:    w.cfg.MCP.PageSize,
-	})
+	}
+	if w.email.api != nil {
+		opts.Email = w.email.api
+	}
+	if w.email.svc != nil {
+		opts.EmailTemplates = emailTemplates(w.email.svc)
+	}
+	if w.schedule.api != nil {
+		opts.Schedule = w.schedule.api
+	}
+	if w.webhooks.svc != nil {
+		opts.Webhooks = w.webhooks.svc
+	}
+	s, err := mcp.New(opts)
 	if err != nil {
 		return err
 	}
@@ -178,6 +204,7 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 			return fmt.Errorf("dotdo mcp: %s refused the key: %w", *base, err)
 		}
 		opts.DB, opts.Search, opts.Queue, opts.Auth, opts.Can, opts.Identity = r, r, r.Queue(), r, r.Can, id
+		opts.Email, opts.EmailTemplates, opts.Schedule, opts.Webhooks = r.Email(), r.Email().Templates, r.Schedule(), r.Webhooks()
 	default:
 		if *dataDir == "" {
 			*dataDir = "./data"

@@ -131,6 +131,9 @@ func (q *scheduleConfig) parse(c *config, l optionLookup) error {
 // check-rate-limits (nil without a gateway here).
 type scheduleWiring struct {
 	limits *schedule.LimitRecorder
+	// api is the schedule service here or its Connect client, for the
+	// services wired later (mcp); nil when no schedule is reachable.
+	api schedule.API
 }
 
 // recordLimit is the gateway's hook for a refused request.
@@ -199,6 +202,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	if !cfg.has("schedule") {
 		if cfg.has("gateway") && cfg.Schedule.URL != "" {
 			client := schedulev1connect.NewScheduleServiceClient(w.client, cfg.Schedule.URL, w.clientOpts...)
+			w.schedule.api = client
 			authz := authorizer(cfg.Roles)
 			w.ups = append(w.ups, gateway.Upstream{
 				Name: "schedule", Prefixes: schedule.Prefixes, RPCPath: "/" + schedulev1connect.ScheduleServiceName + "/",
@@ -270,6 +274,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	}
 	go svc.Run(ctx)
 	w.closers = append(w.closers, svc.Close)
+	w.schedule.api = svc
 	path, rpc := schedulev1connect.NewScheduleServiceHandler(svc, w.serverOpts...)
 	up := gateway.Upstream{
 		Name: "schedule", Prefixes: schedule.Prefixes, RPCPath: path, RPC: rpc,

@@ -219,8 +219,9 @@ func (e *RemoteEmail) Send(ctx context.Context, req *connect.Request[emailv1.Sen
 		}
 		body["tags"] = tags
 	}
-	if m.Test {
-		body["test"] = true
+	if m.Test && !e.r.test {
+		// The REST API keeps an email in the outbox only for sk_test_ keys.
+		return nil, apierr.New(apierr.Unsupported, "test sends through a running server need an sk_test_ key (dotdo mcp --key sk_test_...)")
 	}
 	h := http.Header{}
 	if m.IdempotencyKey != "" {

@@ -26,12 +26,14 @@ import (
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
+	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
 	"github.com/dotdo/dotdo/internal/mcp"
 	"github.com/dotdo/dotdo/internal/mcp/mcptest"
 	"github.com/dotdo/dotdo/internal/queue"
 	"github.com/dotdo/dotdo/internal/schedule"
 	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
+	"github.com/dotdo/dotdo/internal/webhooks"
 )
 
 // services are the real db, auth and queue services on one backend.
@@ -41,6 +43,7 @@ type services struct {
 	queue *queue.Service
 	email *email.Service
 	sched *schedule.Service
+	hooks *webhooks.Service
 	// hits counts the calls of the mcp-task task's HTTP action.
 	hits *atomic.Int64
 }
@@ -155,7 +158,18 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 				t.Fatal(err)
 			}
 			sched, hits := startSchedule(t, ctx, db)
-			fn(t, services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits})
+			hooks, err := webhooks.New(db, q, a, e, webhooks.Config{Secrets: map[string][]string{"github": {mcptest.GitHubSecret}}}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := hooks.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			h, body := mcptest.GitHubDelivery()
+			if _, err := hooks.Receive(ctx, connect.NewRequest(&webhooksv1.ReceiveRequest{Provider: "github", Headers: h, Body: body, RemoteIp: "127.0.0.1"})); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits, hooks: hooks})
 		})
 	}
 }
@@ -182,7 +196,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 // over the SDK's in-memory transports.
 func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
-	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Schedule: svc.sched, Can: can, Identity: id, Version: "test", PageSize: 5}
+	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Schedule: svc.sched, Webhooks: svc.hooks, Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
 		f(&opts)
 	}
@@ -204,7 +218,7 @@ func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*m
 	return cs
 }
 
-var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "email_send", "email_status", "email_templates", "queue_send", "queue_stats", "task_run", "task_runs", "tasks_list", "whoami"}
+var wantTools = []string{"analytics_query", "api_key_create", "api_key_revoke", "api_keys_list", "db_delete", "db_get", "db_list", "db_query", "db_relate", "db_related", "db_search", "db_stats", "db_upsert", "email_send", "email_status", "email_templates", "queue_send", "queue_stats", "task_run", "task_runs", "tasks_list", "webhook_events", "webhook_replay", "whoami"}
 
 func TestToolsInMemory(t *testing.T) {
 	eachBackend(t, func(t *testing.T, svc services) {
@@ -240,8 +254,8 @@ func TestToolsInMemory(t *testing.T) {
 		if st := out["queue_stats"]; st["backlog"] != 1.0 || st["delayed"] != 1.0 {
 			t.Errorf("queue_stats = %v; want 1 ready and 1 delayed", st)
 		}
-		if out["email_status"]["id"] != out["email_send"]["id"] || out["email_status"]["test"] != true {
-			t.Errorf("email_status = %v; want the test email email_send queued (%v)", out["email_status"], out["email_send"])
+		if out["email_status"]["id"] != out["email_send"]["id"] || out["email_status"]["provider"] != "outbox" {
+			t.Errorf("email_status = %v; want the email email_send queued (%v), in the outbox", out["email_status"], out["email_send"])
 		}
 		if len(out["email_templates"]["items"].([]any)) < 5 {
 			t.Errorf("email_templates = %v; want the built-in templates", out["email_templates"])
@@ -251,6 +265,9 @@ func TestToolsInMemory(t *testing.T) {
 		}
 		if run := out["task_run"]["run"].(map[string]any); run["trigger"] != "manual" {
 			t.Errorf("task_run = %v; want a manual run", run)
+		}
+		if ev := out["webhook_replay"]["event"].(map[string]any); ev["provider"] != "github" || ev["verified"] != true {
+			t.Errorf("webhook_replay = %v; want the GitHub ping", ev)
 		}
 		if out["whoami"]["subject"] != "admin" {
 			t.Errorf("whoami = %v; want subject admin", out["whoami"])
@@ -308,6 +325,8 @@ func TestBadArguments(t *testing.T) {
 			{"email_status", map[string]any{"ns": "demo", "id": "nope"}, "not_found"},
 			{"task_run", map[string]any{"ns": "demo", "name": "no-such-task"}, "not_found"},
 			{"task_runs", map[string]any{"ns": "demo", "name": "mcp-task", "limit": 0.5}, "integer"},
+			{"webhook_events", map[string]any{"provider": "paypal"}, "provider"},
+			{"webhook_replay", map[string]any{"id": "nope"}, "not_found"},
 			{"api_key_create", map[string]any{"name": "x"}, "role"},
 			{"api_key_create", map[string]any{"name": "x", "permissions": []string{"nonsense"}}, "resource:action"},
 			{"api_key_revoke", map[string]any{"id": "nope"}, "not_found"},
@@ -355,6 +374,13 @@ func snapshot(t *testing.T, svc services, nss ...string) string {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "runs of %s/mcp-task: %d\n", ns, len(runs.Msg.Runs))
+	}
+	evs, err := svc.hooks.ListEvents(ctx, connect.NewRequest(&webhooksv1.ListEventsRequest{Limit: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Msg.Events {
+		fmt.Fprintf(&b, "webhook %s\n", e.Id)
 	}
 	keys, err := svc.auth.ListAPIKeys(ctx, connect.NewRequest(&authv1.ListAPIKeysRequest{}))
 	if err != nil {
@@ -450,6 +476,8 @@ func TestTenantIsolation(t *testing.T) {
 			{"tasks_list", map[string]any{"ns": "other"}},
 			{"task_run", map[string]any{"ns": "other", "name": "mcp-task"}},
 			{"task_runs", map[string]any{"ns": "other", "name": "mcp-task"}},
+			{"webhook_events", map[string]any{}},
+			{"webhook_replay", map[string]any{"id": "x"}},
 			{"db_get", map[string]any{"ns": "_auth", "id": "x"}},
 			{"db_list", map[string]any{"ns": "_auth"}},
 			{"api_keys_list", map[string]any{}},
@@ -591,6 +619,25 @@ func TestUnauthenticated(t *testing.T) {
 		res = call(t, cs, "db_get", map[string]any{"ns": "demo", "id": "a"})
 		if !res.IsError || !strings.Contains(mcptest.Text(res), "unauthenticated") {
 			t.Errorf("%s", mcptest.Errorf("db_get", nil, res))
+		}
+	})
+}
+
+// TestTestKeyEmailStaysInOutbox: the caller's identity reaches the email
+// service, so an sk_test_ key's email is marked test (kept, never sent).
+func TestTestKeyEmailStaysInOutbox(t *testing.T) {
+	eachBackend(t, func(t *testing.T, svc services) {
+		testKey := ident("testkey", map[string][]string{"*": {"admin"}})
+		testKey.Test = true
+		cs := connectAs(t, svc, testKey)
+		res := call(t, cs, "email_send", map[string]any{"ns": "demo", "to": []string{"a@example.com"}, "subject": "s", "text": "t"})
+		if res.IsError {
+			t.Fatal(mcptest.Text(res))
+		}
+		id := res.StructuredContent.(map[string]any)["id"]
+		st := call(t, cs, "email_status", map[string]any{"ns": "demo", "id": id})
+		if st.IsError || st.StructuredContent.(map[string]any)["test"] != true {
+			t.Errorf("email_status of an sk_test_ key's email = %s; want test true", mcptest.Text(st))
 		}
 	})
 }

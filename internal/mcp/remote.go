@@ -28,6 +28,7 @@ type Remote struct {
 	base   string
 	token  string
 	client *http.Client
+	test   bool // the credential is an sk_test_ key (known after Whoami)
 }
 
 var (
@@ -379,6 +380,7 @@ func (r *Remote) Whoami(ctx context.Context) (*authv1.Identity, error) {
 		return nil, err
 	}
 	i := out.Identity
+	r.test = i.Test
 	return &authv1.Identity{Subject: i.Subject, Kind: i.Kind, Email: i.Email, Test: i.Test, Grants: grantsProto(i.Grants),
 		KeyId: i.KeyID, SessionId: i.SessionID, ExpiresAt: parseUnix(i.ExpiresAt)}, nil
 }

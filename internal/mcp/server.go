@@ -81,6 +81,8 @@ type Options struct {
 	EmailTemplates EmailTemplates
 	// Schedule, when set, adds tasks_list, task_run and task_runs.
 	Schedule Schedule
+	// Webhooks, when set, adds webhook_events and webhook_replay.
+	Webhooks Webhooks
 	// Can decides permissions; required.
 	Can Authorizer
 	// CustomRoles are the configured roles beside the built-in ones, to
@@ -147,6 +149,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Schedule != nil {
 		s.addScheduleTools()
+	}
+	if opts.Webhooks != nil {
+		s.addWebhookTools()
 	}
 	s.addWhoami()
 	s.addResources()

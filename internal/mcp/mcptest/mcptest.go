@@ -7,6 +7,9 @@ package mcptest
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -53,9 +56,26 @@ func fixed(m map[string]any) func(map[string]map[string]any) map[string]any {
 	return func(map[string]map[string]any) map[string]any { return m }
 }
 
+// GitHubSecret is the GitHub webhook secret the tests configure.
+const GitHubSecret = "mcp-github-secret"
+
+// GitHubDelivery returns the headers and body of a genuine GitHub ping
+// webhook signed with GitHubSecret.
+func GitHubDelivery() (map[string]string, []byte) {
+	body := []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`)
+	mac := hmac.New(sha256.New, []byte(GitHubSecret))
+	mac.Write(body)
+	return map[string]string{
+		"X-Hub-Signature-256": "sha256=" + hex.EncodeToString(mac.Sum(nil)),
+		"X-Github-Event":      "ping",
+		"X-Github-Delivery":   fmt.Sprintf("mcp-%d", time.Now().UnixNano()),
+		"Content-Type":        "application/json",
+	}, body
+}
+
 // Script returns a valid call of every tool the server may have, working
-// in namespace ns (and the queue named ns and the task mcp-task of ns,
-// which must exist). A tool of the server missing here fails CallAll, so a
+// in namespace ns (and the queue named ns and the task mcp-task of ns
+// must exist, and a verified GitHub webhook must have been received). A tool of the server missing here fails CallAll, so a
 // new tool cannot go untested.
 func Script(ns string) []Step {
 	return []Step{
@@ -76,7 +96,7 @@ func Script(ns string) []Step {
 		}},
 		{"queue_send", fixed(map[string]any{"queue": ns, "messages": []any{map[string]any{"body": map[string]any{"hello": "world"}}, map[string]any{"body": "plain", "contentType": "text", "delaySeconds": 60}}})},
 		{"queue_stats", fixed(map[string]any{"queue": ns})},
-		{"email_send", fixed(map[string]any{"ns": ns, "from": "App <app@example.com>", "to": []string{"user@example.com"}, "subject": "Hello from MCP", "text": "Hi!", "test": true})},
+		{"email_send", fixed(map[string]any{"ns": ns, "from": "App <app@example.com>", "to": []string{"user@example.com"}, "subject": "Hello from MCP", "text": "Hi!"})},
 		{"email_status", func(prev map[string]map[string]any) map[string]any {
 			return map[string]any{"ns": ns, "id": prev["email_send"]["id"]}
 		}},
@@ -84,6 +104,14 @@ func Script(ns string) []Step {
 		{"tasks_list", fixed(map[string]any{"ns": ns})},
 		{"task_run", fixed(map[string]any{"ns": ns, "name": "mcp-task"})},
 		{"task_runs", fixed(map[string]any{"ns": ns, "name": "mcp-task", "limit": 10})},
+		{"webhook_events", fixed(map[string]any{"provider": "github", "limit": 10})},
+		{"webhook_replay", func(prev map[string]map[string]any) map[string]any {
+			items, _ := prev["webhook_events"]["items"].([]any)
+			if len(items) == 0 {
+				return map[string]any{"id": "no-event-received"}
+			}
+			return map[string]any{"id": items[0].(map[string]any)["id"]}
+		}},
 		{"api_key_create", fixed(map[string]any{"name": "mcp test key", "role": "viewer", "namespaces": []string{ns}})},
 		{"api_keys_list", fixed(map[string]any{"limit": 200})},
 		{"api_key_revoke", func(prev map[string]map[string]any) map[string]any {
