@@ -130,7 +130,7 @@ type Service struct {
 	tasks map[string]*entry
 	wake  chan struct{}
 	wg    sync.WaitGroup
-	// bg is the context of Run, for runs started by RPCs.
+	// bg is the context given to Start, for runs started by RPCs.
 	bg context.Context
 }
 
@@ -204,6 +204,7 @@ func bufferID(ns, name string) string {
 // Start writes the built-in tasks' definitions, keeping whether an admin
 // disabled one.
 func (s *Service) Start(ctx context.Context) error {
+	s.bg = ctx
 	names := make([]string, 0, len(s.builtins))
 	for n := range s.builtins {
 		names = append(names, n)
@@ -350,7 +351,6 @@ func (s *Service) firstAfter(t *task, now time.Time) time.Time {
 // Run drives the replica's clock until ctx is cancelled: fires due ticks,
 // reloads tasks and sweeps abandoned runs.
 func (s *Service) Run(ctx context.Context) {
-	s.bg = ctx
 	sync := s.clock.Now()
 	sweep := s.clock.Now().Add(s.cfg.SweepInterval)
 	for {
@@ -715,10 +715,14 @@ func (s *Service) attempts(ctx context.Context, r *runState, first int) {
 			return
 		}
 		wait := s.backoff(t, n)
+		// The timer starts before the writes below, so the retry is due
+		// wait after the attempt ended however long they take.
+		timer := s.clock.NewTimer(wait)
 		r.pb.Status, r.pb.Error, r.pb.Output = statusRetrying, att.Error, clip(out, 1000)
 		r.pb.NextAttemptAt = micros(end.Add(wait))
 		r.pb.LeaseUntil = s.lease(t, end.Add(wait))
 		if err := s.saveRun(ctx, r, false); err != nil {
+			timer.Stop()
 			s.lost(ctx, r, err)
 			return
 		}
@@ -728,8 +732,9 @@ func (s *Service) attempts(ctx context.Context, r *runState, first int) {
 		s.log.InfoContext(ctx, "schedule: attempt failed; retrying", "task", t.key(), "run", r.pb.Id, "attempt", n, "in", wait.String(), "err", att.Error)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-s.clock.After(wait):
+		case <-timer.C():
 		}
 	}
 }
