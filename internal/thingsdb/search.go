@@ -893,9 +893,32 @@ func (s *Service) fulltextLeg(ctx context.Context, p *searchPlan) ([]ftKey, erro
 	if err != nil || joined || len(out) < MaxRankedCandidates {
 		return out, err
 	}
-	// The index alone gave the cap, possibly of other namespaces' things:
-	// rank this namespace's own first matches instead.
+	// The index alone gave the cap: if some are other namespaces'
+	// things, rank this namespace's own first matches instead.
+	others, err := s.countOtherNamespaces(ctx, p.ns, out)
+	if err != nil || others == 0 {
+		return out, err
+	}
 	return s.fulltextCandidates(ctx, p, true)
+}
+
+// countOtherNamespaces counts the candidates that are not things of ns.
+func (s *Service) countOtherNamespaces(ctx context.Context, ns string, cands []ftKey) (int, error) {
+	total := 0
+	for lo := 0; lo < len(cands); lo += 5000 {
+		part := cands[lo:min(lo+5000, len(cands))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, ns)
+		for _, c := range part {
+			args = append(args, c.rowid)
+		}
+		var n int
+		if err := s.be.Read.QueryRowContext(ctx, "SELECT COUNT(*) FROM things t NOT INDEXED WHERE t.ns <> ? AND t.rowid IN ("+strings.Repeat(",?", len(part))[1:]+")", args...).Scan(&n); err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 func (s *Service) fulltextCandidates(ctx context.Context, p *searchPlan, joined bool) ([]ftKey, error) {

@@ -437,3 +437,36 @@ func TestVectorAcrossReplicas(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFullTextCapAcrossNamespaces: when another namespace alone fills the
+// cap of ranked candidates, a namespace's own matches are still found.
+func TestFullTextCapAcrossNamespaces(t *testing.T) {
+	svc, err := thingsdb.New(testdb.Open(t, thingsdb.SQLite), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	for b := 0; b <= thingsdb.MaxRankedCandidates/1000; b++ {
+		ops := make([]*dbv1.Op, 1000)
+		for i := range ops {
+			ops[i] = &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Id: fmt.Sprintf("a%d-%d", b, i), Type: "T", Content: "common word"}}}
+		}
+		if _, err := svc.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: "big", Ops: ops})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		svc.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: "small", Id: fmt.Sprintf("s%d", i), Type: "T", Content: "common thing"}}))
+	}
+	res, err := svc.Search(ctx, connect.NewRequest(&dbv1.SearchRequest{Ns: "small", Query: "common", Limit: 10}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sorted(hitIDs(res.Msg)); !slices.Equal(got, []string{"s0", "s1", "s2"}) {
+		t.Fatalf("small namespace = %v", got)
+	}
+	res, _ = svc.Search(ctx, connect.NewRequest(&dbv1.SearchRequest{Ns: "big", Query: "common", Limit: 10}))
+	if len(res.Msg.Items) != 10 {
+		t.Fatalf("big namespace page = %d items", len(res.Msg.Items))
+	}
+}
