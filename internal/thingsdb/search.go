@@ -671,7 +671,11 @@ func (s *Service) planSearch(ctx context.Context, m *dbv1.SearchRequest) (*searc
 	}
 	if p.mode == "" {
 		switch {
-		case hasQuery && (len(m.Vector) > 0 || s.embedder != nil):
+		case hasQuery && len(m.Vector) > 0:
+			p.mode = "hybrid"
+		case hasQuery && s.embedder != nil && s.vec.dims(m.Ns) == s.embedder.Dims():
+			// Only where the embedder's vectors can meet the
+			// namespace's: otherwise full text alone.
 			p.mode = "hybrid"
 		case hasQuery:
 			p.mode = "fulltext"

@@ -254,3 +254,13 @@ func (x *vecIndex) count(ns string) int {
 	}
 	return 0
 }
+
+// dims returns the dimension of ns's vectors, 0 when it has none.
+func (x *vecIndex) dims(ns string) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if sp := x.spaces[ns]; sp != nil && len(sp.slot) > 0 {
+		return sp.dims
+	}
+	return 0
+}
