@@ -270,7 +270,27 @@ func schemaFor[T any]() *jsonschema.Schema {
 	if err != nil {
 		panic(fmt.Sprintf("mcp: schema of %T: %v", *new(T), err))
 	}
+	singleTypes(sc)
 	return sc
+}
+
+// singleTypes turns the ["null","array"] the inference gives Go slices
+// into "array": clients that map tool schemas onto a single-type dialect
+// (Gemini's function declarations) reject type arrays. The tools never
+// return null for a list, and an absent argument is the way to leave one
+// out.
+func singleTypes(sc *jsonschema.Schema) {
+	if sc == nil {
+		return
+	}
+	if len(sc.Types) == 2 && sc.Types[0] == "null" {
+		sc.Type, sc.Types = sc.Types[1], nil
+	}
+	for _, p := range sc.Properties {
+		singleTypes(p)
+	}
+	singleTypes(sc.Items)
+	singleTypes(sc.AdditionalProperties)
 }
 
 // limitProp constrains an integer "limit" property.

@@ -237,6 +237,14 @@ func CheckTool(t testing.TB, tool *sdk.Tool) {
 			t.Errorf("tool %s: %s schema %v is not of type object", tool.Name, what, s)
 		}
 	}
+	for what, s := range map[string]any{"input": tool.InputSchema, "output": tool.OutputSchema} {
+		b, _ := json.Marshal(s)
+		var v any
+		json.Unmarshal(b, &v)
+		if path := typeArray(v, what+"Schema"); path != "" {
+			t.Errorf("tool %s: %s has a type array, which single-type clients reject", tool.Name, path)
+		}
+	}
 	a := tool.Annotations
 	if a == nil {
 		t.Errorf("tool %s has no annotations", tool.Name)
@@ -248,6 +256,29 @@ func CheckTool(t testing.TB, tool *sdk.Tool) {
 	if a.ReadOnlyHint && a.DestructiveHint != nil && *a.DestructiveHint {
 		t.Errorf("tool %s: read-only and destructive", tool.Name)
 	}
+}
+
+// typeArray returns the path of the first "type" that is an array in a
+// JSON schema, or "".
+func typeArray(v any, path string) string {
+	switch x := v.(type) {
+	case map[string]any:
+		if _, ok := x["type"].([]any); ok {
+			return path
+		}
+		for k, c := range x {
+			if p := typeArray(c, path+"."+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		for i, c := range x {
+			if p := typeArray(c, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // Writes reports whether a tool changes state (not read-only).
