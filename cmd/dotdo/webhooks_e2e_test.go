@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -256,3 +259,60 @@ func TestWebhooksKill9(t *testing.T) {
 }
 
 var _ = base64.StdEncoding
+
+// TestWebhooksSplit runs db, auth, queue+webhooks and the gateway as four
+// processes: a verified Stripe delivery through the gateway is processed
+// into the db, and a WorkOS directory user is provisioned through the
+// remote auth binding.
+func TestWebhooksSplit(t *testing.T) {
+	const workosSecret = "wos_e2e_secret"
+	tok := "DOTDO_INTERNAL_TOKEN=" + internalToken
+	db := startDB(t, newBackend(t, "sqlite"))
+	authProc := startProc(t, "auth", []string{"--services", "auth", "--db-url", db.url, "--data-dir", t.TempDir()}, []string{tok})
+	wh := startProc(t, "webhooks", append([]string{"--services", "queue,webhooks", "--db-url", db.url, "--auth-url", authProc.url,
+		"--data-dir", t.TempDir(), "--webhooks-workos-secrets", workosSecret}, webhooksArgs()...), []string{tok})
+	gw := startProc(t, "gateway", []string{"--services", "gateway", "--db-url", db.url, "--auth-url", authProc.url, "--webhooks-url", wh.url,
+		"--rate-limit-anon", "off"}, []string{tok})
+
+	r := do(t, "GET", gw.url+"/health", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"webhooks":{"status":"ok"}`) {
+		t.Fatalf("gateway /health = %d %s", r.status, r.body)
+	}
+	body, sig := stripeEvent("evt_split_1", "pi_split_1")
+	if code, err := postWebhook(gw.url, body, sig); err != nil || code != 200 {
+		t.Fatalf("POST /webhooks/stripe through the gateway = %d %v", code, err)
+	}
+	waitFor(t, "stripe event processed", func() bool {
+		r := do(t, "GET", gw.url+"/v1/webhooks/events/stripe:evt_split_1", nil)
+		return r.status == 200 && r.json(t)["status"] == "processed"
+	})
+	if r := do(t, "GET", gw.url+"/v1/things/billing/pi_split_1", nil); r.status != 200 {
+		t.Fatalf("Payment = %d %s", r.status, r.body)
+	}
+
+	wbody := []byte(fmt.Sprintf(`{"id":"event_split_1","event":"dsync.user.created","created_at":%q,"data":{"id":"directory_user_s1","directory_id":"d1","first_name":"Grace","last_name":"Hopper","emails":[{"primary":true,"value":"grace@acme.test"}],"state":"active"}}`,
+		time.Now().UTC().Format(time.RFC3339)))
+	ms := time.Now().UnixMilli()
+	m := hmacHex(workosSecret, fmt.Sprintf("%d.%s", ms, wbody))
+	req, _ := http.NewRequest("POST", gw.url+"/webhooks/workos", bytes.NewReader(wbody))
+	req.Header.Set("WorkOS-Signature", fmt.Sprintf("t=%d, v1=%s", ms, m))
+	res, err := httpClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("POST /webhooks/workos = %v %v", res, err)
+	}
+	res.Body.Close()
+	waitFor(t, "directory user provisioned", func() bool {
+		r := do(t, "GET", gw.url+"/v1/webhooks/events/workos:event_split_1", nil)
+		return r.status == 200 && r.json(t)["status"] == "processed"
+	})
+	r = do(t, "GET", gw.url+"/v1/auth/users?limit=100", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), "grace@acme.test") {
+		t.Fatalf("users = %d %s; want grace provisioned", r.status, r.body)
+	}
+}
+
+func hmacHex(secret, msg string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(msg))
+	return hex.EncodeToString(m.Sum(nil))
+}
