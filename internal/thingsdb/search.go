@@ -389,6 +389,10 @@ func (s *Service) GenerateMissingEmbeddings(ctx context.Context, req *connect.Re
 			break
 		}
 	}
+	if out.Failed > 0 {
+		// The failed things are still missing: the next call retries them.
+		out.Done = false
+	}
 	return connect.NewResponse(out), nil
 }
 
