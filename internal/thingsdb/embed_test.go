@@ -231,3 +231,37 @@ func TestHybridQuality(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbedderDown: with the provider failing, writes still succeed
+// without an embedding and GenerateMissingEmbeddings reports the failure
+// and is not done.
+func TestEmbedderDown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `{"error":{"message":"model not loaded"}}`)
+	}))
+	defer srv.Close()
+	eachBinding(t, func(t *testing.T, e *env) {
+		e.svc.SetEmbedder(&thingsdb.OpenAIEmbedder{BaseURL: srv.URL + "/v1", Model: "m", Dimensions: 4})
+		e.api.SetSearchConfig(ctx, connect.NewRequest(&dbv1.SetSearchConfigRequest{Config: &dbv1.SearchConfig{Ns: "down", EmbedOnWrite: true}}))
+		th := e.mustPut(t, &dbv1.Write{Ns: "down", Id: "a", Type: "T", Content: "some text"})
+		if len(th.Embedding) != 0 {
+			t.Fatal("embedding from a failing provider")
+		}
+		res, err := e.api.GenerateMissingEmbeddings(ctx, connect.NewRequest(&dbv1.GenerateMissingEmbeddingsRequest{Ns: "down"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Msg.Failed != 1 || res.Msg.Done || res.Msg.Embedded != 0 {
+			t.Fatalf("generate with the provider down = %+v", res.Msg)
+		}
+		// A query text cannot be embedded: 503, while full text still works.
+		_, err = e.api.Search(ctx, connect.NewRequest(&dbv1.SearchRequest{Ns: "down", Query: "text", Mode: "vector"}))
+		if code(err) != "unavailable" {
+			t.Fatalf("vector search by text with the provider down: %v", err)
+		}
+		if got := hitIDs(e.search(t, &dbv1.SearchRequest{Ns: "down", Query: "text", Mode: "fulltext"})); len(got) != 1 {
+			t.Fatalf("full text = %v", got)
+		}
+	})
+}
