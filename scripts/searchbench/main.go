@@ -272,6 +272,7 @@ func analytics(ctx context.Context, svc *thingsdb.Service, rng *rand.Rand) {
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	span := 30 * 24 * time.Hour
 	svc.SetRollupProperty(ctx, connect.NewRequest(&dbv1.SetRollupPropertyRequest{Ns: ens, Event: "page_view", Property: "path"}))
+	devs := []string{"mobile", "desktop", "tablet"}
 	paths := make([]string, 50)
 	for i := range paths {
 		paths[i] = fmt.Sprintf("/p/%d", i)
@@ -283,7 +284,7 @@ func analytics(ctx context.Context, svc *thingsdb.Service, rng *rand.Rand) {
 		for i := lo; i < min(lo+batch, *events); i++ {
 			ts := base.Add(time.Duration(rng.Int63n(int64(span))))
 			evs = append(evs, &dbv1.Event{Ns: ens, Name: "page_view", Timestamp: ts.UnixMicro(),
-				Properties: []byte(`{"path":"` + paths[rng.Intn(len(paths))] + `","ms":` + fmt.Sprint(rng.Intn(900)) + `}`)})
+				Properties: []byte(`{"path":"` + paths[rng.Intn(len(paths))] + `","dev":"` + devs[rng.Intn(len(devs))] + `","ms":` + fmt.Sprint(rng.Intn(900)) + `}`)})
 		}
 		_, err := svc.IngestEvents(ctx, connect.NewRequest(&dbv1.IngestEventsRequest{Events: evs}))
 		must(err)
@@ -324,7 +325,7 @@ func analytics(ctx context.Context, svc *thingsdb.Service, rng *rand.Rand) {
 	qh.Bucket, qh.GroupBy = "hour", ""
 	timeQuery("query over 1M events, hourly in total, from rollups", qh)
 	qr := proto.Clone(q).(*dbv1.QueryAnalyticsRequest)
-	qr.GroupBy = "ms"
+	qr.GroupBy = "dev"
 	timeQuery("query over 1M events, daily by a property not rolled up (raw scan)", qr)
 }
 
