@@ -157,6 +157,18 @@ func TestEmailAuthFlowsE2E(t *testing.T) {
 			if !strings.Contains(full["text"].(string), "https://app.acme.test/magic-link?token=ft_") || full["from"] != "Acme <noreply@127.0.0.1>" {
 				t.Fatalf("magic-link email from %v text %q", full["from"], full["text"])
 			}
+			// Nobody can flood an inbox: 5 emails per address in 15 minutes.
+			limited := false
+			for range 5 {
+				res := post("/v1/auth/password/forgot", `{"email":"V@x.test"}`, anon...)
+				if res.status == http.StatusTooManyRequests {
+					limited = res.header.Get("Retry-After") != ""
+					break
+				}
+			}
+			if !limited {
+				t.Fatalf("no 429 with Retry-After after 8 account emails to one address")
+			}
 			if strings.Contains(p.logs.String(), tok) {
 				t.Fatalf("a flow token appears in the log")
 			}

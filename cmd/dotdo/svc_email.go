@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/dotdo/dotdo/internal/gateway"
 	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/email/v1/emailv1connect"
+	"github.com/dotdo/dotdo/internal/ratelimit"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
@@ -210,10 +212,19 @@ func wireAuthFlows(w *wiring) {
 	if !w.cfg.has("gateway") {
 		return
 	}
+	// The routes that send email to any address are limited per address
+	// (5 in 15 minutes) and per IP (50), in Redis when the gateway's
+	// limits are.
+	opts := auth.RouteOptions{Can: w.can, CustomRoles: w.cfg.Roles}
+	if lim, err := newLimits(w.cfg, w.log); err == nil {
+		opts.LoginThrottle = &loginThrottle{limiter: lim.limiter,
+			account: ratelimit.Policy{Name: "email-flow-address", Limit: 5, Period: 15 * time.Minute},
+			perIP:   ratelimit.Policy{Name: "email-flow-ip", Limit: 50, Period: 15 * time.Minute}}
+	}
 	w.ups = append(w.ups, gateway.Upstream{
 		Name: "auth-flows", Prefixes: auth.FlowPrefixes, Open: auth.FlowOpenRoutes,
 		Routes: func(mux *http.ServeMux) {
-			auth.FlowRoutes(mux, flows, auth.RouteOptions{Can: w.can, CustomRoles: w.cfg.Roles})
+			auth.FlowRoutes(mux, flows, opts)
 		},
 	})
 }

@@ -433,6 +433,13 @@ func FlowRoutes(mux *http.ServeMux, f *Flows, opts RouteOptions) {
 	mux.HandleFunc("POST /v1/auth/magic-link/verify", h.magicVerify)
 }
 
+// FlowThrottleKeys are the keys the routes that send email ask
+// RouteOptions.LoginThrottle about: per address ("login:acct:" prefix, the
+// account policy) and per IP, so nobody can flood an inbox.
+func FlowThrottleKeys(email, ip string) []string {
+	return []string{"login:acct:flow:" + strings.ToLower(strings.TrimSpace(email)), "login:ip:flow:" + ip}
+}
+
 type flowRest struct {
 	rest
 	f *Flows
@@ -453,7 +460,7 @@ func (h *flowRest) forgot(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, "flow:acct:"+strings.ToLower(b.Email), "flow:ip:"+ClientIP(r)) {
+	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
 		return
 	}
 	if err := h.f.ForgotPassword(r.Context(), b.Email, ClientIP(r), testCaller(r)); err != nil {
@@ -580,7 +587,7 @@ func (h *flowRest) magic(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, "flow:acct:"+strings.ToLower(b.Email), "flow:ip:"+ClientIP(r)) {
+	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
 		return
 	}
 	if err := h.f.SendMagicLink(r.Context(), b.Email, ClientIP(r), testCaller(r)); err != nil {

@@ -2,6 +2,7 @@ package email
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,57 @@ func FuzzRetryAfter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if d := retryAfter(s, time.Now()); d < 0 || d > time.Hour {
 			t.Fatalf("retryAfter(%q) = %v; want 0 to 1h", s, d)
+		}
+	})
+}
+
+// FuzzRecordEvent feeds arbitrary provider events (what the webhooks
+// service relays) to Record: a clean invalid or not-found error, or a
+// recorded event, never a panic or an internal error.
+func FuzzRecordEvent(f *testing.F) {
+	e := newEnv(f, "sqlite", Config{})
+	res, err := e.s.SendEmail(context.Background(), simple("f@x.test"), Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range [][4]string{
+		{res.ID, "email.delivered", "evt_1", "hard"}, {res.ID, "bounced", "", "soft"}, {res.ID, "email.opened", "e", ""},
+		{res.ID, "nonsense", "", ""}, {"missing", "sent", "", ""}, {"", "sent", "", ""}, {res.ID, "EMAIL.CLICKED", "x", "permanent"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, id, typ, eventID, bounce string) {
+		r, err := e.s.Record(context.Background(), Event{EmailID: id, Type: typ, EventID: eventID, BounceType: bounce, Recipient: "f@x.test"})
+		if err != nil {
+			if c := apierr.From(err).Code; c != apierr.Invalid && c != apierr.NotFound {
+				t.Fatalf("Record(%q, %q) = %v; want invalid or not found", id, typ, err)
+			}
+			return
+		}
+		if _, ok := rank[r.Status]; !ok {
+			t.Fatalf("status %q after %q", r.Status, typ)
+		}
+	})
+}
+
+// FuzzPreviewData renders the built-in templates with arbitrary JSON data:
+// a rendering or a 422, never a panic or another error.
+func FuzzPreviewData(f *testing.F) {
+	tpl, err := LoadTemplates("")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{`{}`, `{"name":"<b>x</b>","appName":"A","loginUrl":"javascript:x"}`, `{"name":{"a":1},"appName":[1],"loginUrl":null}`, `{"resetUrl":"x"}`} {
+		f.Add("welcome", s)
+		f.Add("password-reset", s)
+	}
+	f.Fuzz(func(t *testing.T, name, data string) {
+		var m map[string]any
+		if json.Unmarshal([]byte(data), &m) != nil {
+			return
+		}
+		if _, err := tpl.Render(name, m); err != nil && !apierr.Is(err, apierr.Unprocessable) {
+			t.Fatalf("Render(%q, %s) = %v; want 422", name, data, err)
 		}
 	})
 }
