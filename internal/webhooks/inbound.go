@@ -73,6 +73,8 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 	if !knownProvider(m.Provider) {
 		return nil, apierr.New(apierr.NotFound, "unknown webhook provider %q; use stripe, github, workos or resend", m.Provider)
 	}
+	s.receiving.Add(1)
+	defer s.receiving.Add(-1)
 	if m.BodyTooLarge {
 		return nil, s.reject(ctx, m, apierr.TooLarge, "body larger than the provider's limit")
 	}

@@ -145,6 +145,7 @@ func (s *Service) processBatch(ctx context.Context, ids []string) []result {
 		return out
 	}
 	for _, c := range claims {
+		s.yieldToDeliveries(ctx)
 		out[c.i].delay = s.runHandler(ctx, c)
 	}
 	if _, err := s.writeEvents(ctx, claims); err != nil {
@@ -153,6 +154,22 @@ func (s *Service) processBatch(ctx context.Context, ids []string) []result {
 		}
 	}
 	return out
+}
+
+// yieldToDeliveries pauses briefly while deliveries are arriving: the
+// acknowledgement comes first, and processing, which the queue buffers,
+// catches up when the burst is over. The pause is bounded so processing
+// never stops under sustained load.
+func (s *Service) yieldToDeliveries(ctx context.Context) {
+	if s.receiving.Load() < 4 {
+		return
+	}
+	t := time.NewTimer(2 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // runHandler runs a claimed event's handler and sets its outcome; it

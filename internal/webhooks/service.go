@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -105,6 +106,8 @@ type Service struct {
 	// outbound delivery
 	out *outbound
 
+	// receiving counts deliveries being verified and stored.
+	receiving atomic.Int64
 	// group commit of inbound deliveries (commit.go)
 	startOnce sync.Once
 	commits   chan *commitReq
