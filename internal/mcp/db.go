@@ -65,6 +65,23 @@ func thingURI(ns, id string) string {
 	return b.String()
 }
 
+// parseThingURI reads dotdo://things/{ns}/{id}, the id percent-decoded.
+func parseThingURI(uri string) (ns, id string, ok bool) {
+	rest, ok := strings.CutPrefix(uri, "dotdo://things/")
+	if !ok {
+		return "", "", false
+	}
+	ns, rawID, ok := strings.Cut(rest, "/")
+	if !ok || ns == "" || rawID == "" || strings.Contains(rawID, "/") {
+		return "", "", false
+	}
+	id, err := url.PathUnescape(rawID)
+	if err != nil || id == "" {
+		return "", "", false
+	}
+	return ns, id, true
+}
+
 func thingOut(t *dbv1.Thing) Thing {
 	data := json.RawMessage(t.Data)
 	if len(data) == 0 {
@@ -354,10 +371,8 @@ func (s *Server) addResources() {
 
 func (s *Server) readThing(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
 	uri := req.Params.URI
-	rest, ok := strings.CutPrefix(uri, "dotdo://things/")
-	ns, rawID, ok2 := strings.Cut(rest, "/")
-	id, err := url.PathUnescape(rawID)
-	if !ok || !ok2 || ns == "" || id == "" || err != nil {
+	ns, id, ok := parseThingURI(uri)
+	if !ok {
 		return nil, sdk.ResourceNotFoundError(uri)
 	}
 	if err := s.need(ctx, s.caller(ctx, req.Extra), ns, "things:read"); err != nil {
