@@ -22,7 +22,6 @@ import (
 	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1/schedulev1connect"
 	"github.com/dotdo/dotdo/internal/postgres"
-	"github.com/dotdo/dotdo/internal/queue"
 	"github.com/dotdo/dotdo/internal/schedule"
 	"github.com/dotdo/dotdo/internal/sqlite"
 	"github.com/dotdo/dotdo/internal/thingsdb"
@@ -157,17 +156,6 @@ type scheduleDB interface {
 	schedule.Analytics
 }
 
-// queueSender sends queue actions' messages through the queue engine.
-type queueSender struct{ q *queue.Service }
-
-func (s queueSender) SendMessage(ctx context.Context, name string, body []byte, contentType string) (string, error) {
-	ids, err := s.q.Send(ctx, name, queue.Outgoing{Body: body, ContentType: contentType})
-	if err != nil {
-		return "", err
-	}
-	return ids[0], nil
-}
-
 // wireSchedule builds the schedule service in this process when it runs here,
 // or a client to it when a service here needs it, and adds its upstream.
 func wireSchedule(ctx context.Context, w *wiring) error {
@@ -223,7 +211,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	clock := schedule.RealClock{}
 	sc := schedule.Config{AllowPrivate: cfg.Schedule.AllowPrivate, RunRetention: cfg.Schedule.RunRetention, SyncInterval: cfg.Schedule.Sync}
 	if w.queue.svc != nil {
-		sc.Queue = queueSender{w.queue.svc}
+		sc.Queue = schedule.Queue{Q: w.queue.svc}
 	}
 	backuper, _ := w.db.(schedule.Backuper)
 	targets := healthTargets(w)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dotdo/dotdo/internal/queue"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -105,4 +107,16 @@ func unwrapURLError(err error) error {
 		}
 		err = inner
 	}
+}
+
+// Queue adapts the queue engine to QueueSender: one message per run.
+type Queue struct{ Q *queue.Service }
+
+// SendMessage sends one message to the named queue and returns its id.
+func (q Queue) SendMessage(ctx context.Context, name string, body []byte, contentType string) (string, error) {
+	ids, err := q.Q.Send(ctx, name, queue.Outgoing{Body: body, ContentType: contentType})
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
 }
