@@ -220,11 +220,18 @@ func (s *Service) batches(queue string, ch chan jetstream.Msg, stopped <-chan st
 		msgs := []jetstream.Msg{first}
 		if st.MaxBatchTimeout > 0 {
 			t := time.NewTimer(st.MaxBatchTimeout)
+			// The timeout may be longer than AckWait: keep the leases of
+			// the messages collected so far alive.
+			alive := time.NewTicker(s.cfg.AckWait / 3)
 		collect:
 			for len(msgs) < st.MaxBatchSize {
 				select {
 				case m := <-ch:
 					msgs = append(msgs, m)
+				case <-alive.C:
+					for _, m := range msgs {
+						m.InProgress()
+					}
 				case <-t.C:
 					break collect
 				case <-stopped:
@@ -232,6 +239,7 @@ func (s *Service) batches(queue string, ch chan jetstream.Msg, stopped <-chan st
 				}
 			}
 			t.Stop()
+			alive.Stop()
 		} else {
 		drain:
 			for len(msgs) < st.MaxBatchSize {

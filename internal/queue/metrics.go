@@ -1,13 +1,18 @@
 package queue
 
 import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // queueMetrics are the queue service's Prometheus metrics, per queue.
 type queueMetrics struct {
-	handler *prometheus.HistogramVec
-	counts  *prometheus.Desc
+	handler                *prometheus.HistogramVec
+	counts                 *prometheus.Desc
+	backlog, inFlight, age *prometheus.Desc
 }
 
 // Collector returns the queue's Prometheus metrics: per queue, messages
@@ -27,6 +32,9 @@ func (s *Service) Collector() prometheus.Collector {
 			counts: prometheus.NewDesc("dotdo_queue_messages_total",
 				"Queue messages by queue and event (sent, delivered, acked, retried, dead_lettered, dropped, handler_errors) in this process.",
 				[]string{"queue", "event"}, nil),
+			backlog:  prometheus.NewDesc("dotdo_queue_backlog", "Messages ready or in flight (not yet acked), by queue, from JetStream.", []string{"queue"}, nil),
+			inFlight: prometheus.NewDesc("dotdo_queue_in_flight", "Messages delivered and not yet acked, by queue, from JetStream.", []string{"queue"}, nil),
+			age:      prometheus.NewDesc("dotdo_queue_oldest_message_age_seconds", "Age of the oldest message ready or in flight, by queue.", []string{"queue"}, nil),
 		}
 	}
 	return collector{s}
@@ -37,10 +45,41 @@ type collector struct{ s *Service }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.metrics.handler.Describe(ch)
 	ch <- c.s.metrics.counts
+	ch <- c.s.metrics.backlog
+	ch <- c.s.metrics.inFlight
+	ch <- c.s.metrics.age
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	c.s.metrics.handler.Collect(ch)
+	m := c.s.metrics
+	m.handler.Collect(ch)
+	// Depths of every queue, from JetStream, within a bounded time.
+	c.s.mu.RLock()
+	names := make([]string, 0, len(c.s.settings))
+	for q := range c.s.settings {
+		names = append(names, q)
+	}
+	c.s.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, q := range names {
+		cons, err := c.s.js.Consumer(ctx, c.s.stream(q), consumerName)
+		if err != nil {
+			continue
+		}
+		info := cons.CachedInfo()
+		ch <- prometheus.MustNewConstMetric(m.backlog, prometheus.GaugeValue, float64(info.NumPending+uint64(info.NumAckPending)), q)
+		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(info.NumAckPending), q)
+		age := 0.0
+		if info.NumPending+uint64(info.NumAckPending) > 0 {
+			if str, err := c.s.js.Stream(ctx, c.s.stream(q)); err == nil {
+				if raw, err := str.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(c.s.subject(q))); err == nil {
+					age = max(0, time.Since(raw.Time).Seconds())
+				}
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(m.age, prometheus.GaugeValue, age, q)
+	}
 	c.s.mu.RLock()
 	defer c.s.mu.RUnlock()
 	for q, n := range c.s.counters {

@@ -726,3 +726,38 @@ func TestSharedExternal(t *testing.T) {
 		t.Fatalf("ack %+v %v", r, err)
 	}
 }
+
+// A batch timeout longer than the consumer's AckWait (3 s in these tests)
+// keeps the collected messages leased: one batch, each message once.
+func TestBatchTimeoutBeyondAckWait(t *testing.T) {
+	engines(t, func(t *testing.T, s *Service) {
+		st := Defaults("slow")
+		st.MaxBatchTimeout = 5 * time.Second
+		ensure(t, s, st)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		batches := make(chan []int, 10)
+		s.Consume(ctx, "slow", func(ctx context.Context, b *Batch) error {
+			var a []int
+			for _, m := range b.Messages {
+				a = append(a, m.Attempts)
+			}
+			batches <- a
+			return nil
+		})
+		send(t, s, "slow", js("1"), js("2"))
+		select {
+		case a := <-batches:
+			if fmt.Sprint(a) != "[1 1]" {
+				t.Fatalf("batch attempts %v, want [1 1]", a)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("no batch")
+		}
+		select {
+		case a := <-batches:
+			t.Fatalf("another batch %v", a)
+		case <-time.After(4 * time.Second):
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	queuev1 "github.com/dotdo/dotdo/internal/gen/dotdo/queue/v1"
@@ -357,4 +358,76 @@ func FuzzParseLease(f *testing.F) {
 			t.Fatalf("accepted lease %q as %+v", id, tok)
 		}
 	})
+}
+
+func TestMetrics(t *testing.T) {
+	s := openEmbedded(t)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(s.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	ensure(t, s, Defaults("m"))
+	send(t, s, "m", js("1"), js("2"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	s.Consume(ctx, "m", func(ctx context.Context, b *Batch) error {
+		if len(b.Messages) == 2 {
+			close(done)
+		}
+		return nil
+	})
+	<-done
+	ensure(t, s, Defaults("idle"))
+	send(t, s, "idle", js("3"))
+	// gather returns name{label values} -> value.
+	gather := func() map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, l := range m.GetLabel() {
+					labels = append(labels, l.GetName()+"="+l.GetValue())
+				}
+				v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+			}
+		}
+		return out
+	}
+	want := map[string]float64{
+		"dotdo_queue_messages_total{event=acked,queue=m}":     2,
+		"dotdo_queue_messages_total{event=delivered,queue=m}": 2,
+		"dotdo_queue_messages_total{event=sent,queue=m}":      2,
+		"dotdo_queue_messages_total{event=retried,queue=m}":   0,
+		"dotdo_queue_messages_total{event=sent,queue=idle}":   1,
+		"dotdo_queue_backlog{queue=m}":                        0,
+		"dotdo_queue_backlog{queue=idle}":                     1,
+		"dotdo_queue_in_flight{queue=m}":                      0,
+	}
+	var got map[string]float64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got = gather()
+		ok := true
+		for k, v := range want {
+			if g, found := got[k]; !found || g != v {
+				ok = false
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics %v, want %v", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got["dotdo_queue_oldest_message_age_seconds{queue=idle}"] <= 0 {
+		t.Errorf("oldest message age %v", got["dotdo_queue_oldest_message_age_seconds{queue=idle}"])
+	}
 }
