@@ -314,7 +314,9 @@ func TestResponseLimit(t *testing.T) {
 }
 
 func TestConcurrentRequests(t *testing.T) {
-	e := newEnv(t, thingsdb.SQLite, Config{})
+	// A long queue timeout: under -race on a busy machine 200 Go
+	// instances take more than the default 10 s to get through 8 slots.
+	e := newEnv(t, thingsdb.SQLite, Config{QueueTimeout: 2 * time.Minute})
 	e.mustDeploy("tenant", "echo", worker(t, "echo"), nil)
 	const n = 200
 	var wg sync.WaitGroup
