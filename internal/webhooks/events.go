@@ -89,6 +89,12 @@ func (s *Service) GetEvent(ctx context.Context, req *connect.Request[webhooksv1.
 	if body, err := s.payload(ctx, t.Id, ev); err == nil {
 		out.Payload = body
 	}
+	dups, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeDup, Limit: 1000,
+		Where: string(mustJSON(map[string]string{"event": t.Id}))}))
+	if err != nil {
+		return nil, s.internal(ctx, "get webhook event", err)
+	}
+	out.Duplicates = int32(len(dups.Msg.Items))
 	return connect.NewResponse(&webhooksv1.EventResponse{Event: out}), nil
 }
 

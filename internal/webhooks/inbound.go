@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -117,6 +118,7 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 		if _, gerr := s.get(ctx, Namespace, id, &old); gerr != nil {
 			old.Status = StatusReceived
 		}
+		s.recordDuplicate(ctx, id, m.RemoteIp, now)
 		return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Duplicate: true, Status: old.Status}), nil
 	}
 	if storedOnly {
@@ -130,6 +132,27 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 		return nil, apierr.New(apierr.Unavailable, "the event could not be stored; retry")
 	}
 	return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Status: StatusReceived}), nil
+}
+
+// dupJSON is a WebhookDuplicate thing's data: a later delivery of a
+// stored event.
+type dupJSON struct {
+	Event      string `json:"event"`
+	ReceivedAt int64  `json:"receivedAt"`
+	RemoteIP   string `json:"remoteIp,omitempty"`
+}
+
+// recordDuplicate records a redelivery of event id, so that every request
+// leaves a trace; each is its own thing, so concurrent duplicates do not
+// contend.
+func (s *Service) recordDuplicate(ctx context.Context, id, remoteIP string, now time.Time) {
+	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{
+		Ns: Namespace, Id: newID("dup_"), Type: typeDup, Data: mustJSON(&dupJSON{Event: id, ReceivedAt: now.UnixMilli(), RemoteIP: remoteIP}),
+		Condition: dbv1.Condition_CONDITION_MUST_NOT_EXIST, ExpiresAt: now.Add(s.cfg.RejectedRetention).UnixMicro(),
+	}}))
+	if err != nil {
+		s.log.WarnContext(ctx, "record duplicate webhook", "id", id, "err", err)
+	}
 }
 
 // reject records a refused request with its reason and returns the error

@@ -62,6 +62,10 @@ func TestConcurrentDuplicates(t *testing.T) {
 		if code != 200 || out["duplicate"] != true || out["status"] != StatusProcessed {
 			t.Fatalf("late duplicate = %d %v; want 200 duplicate processed", code, out)
 		}
+		// Every delivery left a trace: the event counts 100 redeliveries.
+		if code, out := e.api("GET", "/v1/webhooks/events/stripe:evt_dup_1", nil); code != 200 || out["duplicates"] != 100.0 {
+			t.Fatalf("GET event = %d duplicates %v; want 100", code, out["duplicates"])
+		}
 	})
 }
 

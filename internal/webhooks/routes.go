@@ -197,6 +197,7 @@ type eventView struct {
 	ProcessedAt string          `json:"processedAt,omitempty"`
 	UpdatedAt   string          `json:"updatedAt"`
 	RemoteIP    string          `json:"remoteIp,omitempty"`
+	Duplicates  *int32          `json:"duplicates,omitempty"`
 	Payload     json.RawMessage `json:"payload,omitempty"`
 }
 
@@ -256,7 +257,9 @@ func (h *rest) getEvent(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, eventViewOf(res.Msg.Event))
+	v := eventViewOf(res.Msg.Event)
+	v.Duplicates = &res.Msg.Event.Duplicates
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (h *rest) replayEvent(w http.ResponseWriter, r *http.Request) {

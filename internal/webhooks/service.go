@@ -40,7 +40,7 @@ const (
 	typePayload  = "WebhookPayload"
 	typeEndpoint = "WebhookEndpoint"
 	typeDelivery = "WebhookDelivery"
-	typeDsync    = "DsyncUser"
+	typeDup      = "WebhookDuplicate"
 )
 
 // Event statuses.

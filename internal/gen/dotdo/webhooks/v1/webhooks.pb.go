@@ -49,9 +49,12 @@ type Event struct {
 	ProcessedAt int64  `protobuf:"varint,11,opt,name=processed_at,json=processedAt,proto3" json:"processed_at,omitempty"`
 	// payload is the raw body (JSON) of a verified event while it is
 	// retained; empty after.
-	Payload       []byte `protobuf:"bytes,12,opt,name=payload,proto3" json:"payload,omitempty"`
-	RemoteIp      string `protobuf:"bytes,13,opt,name=remote_ip,json=remoteIp,proto3" json:"remote_ip,omitempty"`
-	UpdatedAt     int64  `protobuf:"varint,14,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Payload   []byte `protobuf:"bytes,12,opt,name=payload,proto3" json:"payload,omitempty"`
+	RemoteIp  string `protobuf:"bytes,13,opt,name=remote_ip,json=remoteIp,proto3" json:"remote_ip,omitempty"`
+	UpdatedAt int64  `protobuf:"varint,14,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// duplicates counts the later deliveries of the same event (GetEvent
+	// only; each is recorded for as long as rejected requests are).
+	Duplicates    int32 `protobuf:"varint,15,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +183,13 @@ func (x *Event) GetRemoteIp() string {
 func (x *Event) GetUpdatedAt() int64 {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return 0
+}
+
+func (x *Event) GetDuplicates() int32 {
+	if x != nil {
+		return x.Duplicates
 	}
 	return 0
 }
@@ -1781,7 +1791,7 @@ var File_dotdo_webhooks_v1_webhooks_proto protoreflect.FileDescriptor
 
 const file_dotdo_webhooks_v1_webhooks_proto_rawDesc = "" +
 	"\n" +
-	" dotdo/webhooks/v1/webhooks.proto\x12\x11dotdo.webhooks.v1\"\xfa\x02\n" +
+	" dotdo/webhooks/v1/webhooks.proto\x12\x11dotdo.webhooks.v1\"\x9a\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -1799,7 +1809,10 @@ const file_dotdo_webhooks_v1_webhooks_proto_rawDesc = "" +
 	"\apayload\x18\f \x01(\fR\apayload\x12\x1b\n" +
 	"\tremote_ip\x18\r \x01(\tR\bremoteIp\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\x0e \x01(\x03R\tupdatedAt\"\x89\x02\n" +
+	"updated_at\x18\x0e \x01(\x03R\tupdatedAt\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x0f \x01(\x05R\n" +
+	"duplicates\"\x89\x02\n" +
 	"\x0eReceiveRequest\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12H\n" +
 	"\aheaders\x18\x02 \x03(\v2..dotdo.webhooks.v1.ReceiveRequest.HeadersEntryR\aheaders\x12\x12\n" +
