@@ -249,6 +249,11 @@ func TestMCPHTTPAuth(t *testing.T) {
 		t.Errorf("GET /v1/things/demo without credentials: WWW-Authenticate %q; want Bearer", r.header.Get("WWW-Authenticate"))
 	}
 
+	// Stateless: no server-to-client stream.
+	if r := do(t, "GET", p.url+"/mcp", nil, "Accept", "text/event-stream"); r.status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /mcp = %d; want 405 (stateless server)", r.status)
+	}
+
 	for _, path := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
 		r := do(t, "GET", p.url+path, nil, "Authorization", "")
 		var doc struct {
