@@ -161,8 +161,16 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 		})
 		return 0, false, err
 	}
+	busy := false
 	r, err = s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
+		busy = false
 		if rank[r.Status] >= rank[StatusSent] {
+			return false, nil, nil
+		}
+		if r.Status == StatusSending && sendingSince(r, now) < inFlight {
+			// Another consumer is delivering it (the queue redelivers a
+			// message whose delivery outlasts its lease): wait for it.
+			busy = true
 			return false, nil, nil
 		}
 		r.Attempts++
@@ -172,6 +180,9 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 	})
 	if err != nil {
 		return 0, false, err
+	}
+	if busy {
+		return inFlight / 4, true, nil
 	}
 	if r.Status != StatusSending {
 		return 0, false, nil
@@ -210,6 +221,7 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 		r.Error = pe.Error()
 		if retry {
 			r.Status = StatusQueued
+			r.NextAttempt = s.now().Add(wait).Unix()
 			r.addEvent(event{Type: "retrying", At: ts(s.now()), Reason: pe.Error() + "; next attempt in " + wait.Round(time.Second).String()})
 		} else {
 			r.Status = StatusFailed
@@ -238,4 +250,80 @@ func (s *Service) emailForProviderID(ctx context.Context, provider, pid string) 
 	}
 	json.Unmarshal(res.Msg.Thing.Data, &ref)
 	return ref.EmailID, nil
+}
+
+// inFlight is how long a message in status sending is taken to be in the
+// hands of one consumer; after it another may take over (a crash mid-send).
+const inFlight = 5 * time.Minute
+
+// sendingSince is how long ago the message's last sending event was.
+func sendingSince(r *record, now time.Time) time.Duration {
+	for i := len(r.Events) - 1; i >= 0; i-- {
+		if r.Events[i].Type == StatusSending {
+			at, err := time.Parse(time.RFC3339Nano, r.Events[i].At)
+			if err != nil {
+				return inFlight
+			}
+			return now.Sub(at)
+		}
+	}
+	return inFlight
+}
+
+// stuckAfter is how long past its next attempt a queued message may wait
+// before the sweeper queues it again.
+const stuckAfter = 2 * time.Minute
+
+// sweep queues again the messages stored as queued (or scheduled) whose
+// queue message was lost: the process stopped between storing and
+// queueing, or the queue gave up on it. A message taken by the sweep gets
+// a new next attempt in the same conditional write, so of several
+// replicas sweeping at once one queues it.
+func (s *Service) sweep(ctx context.Context) (int, error) {
+	now := s.now()
+	where, _ := json.Marshal(map[string]any{
+		"status":        map[string]any{"in": []string{StatusQueued, StatusScheduled}},
+		"nextAttemptAt": map[string]any{"lt": now.Add(-stuckAfter).Unix()},
+	})
+	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeMessage, Where: string(where), Order: "createdAt", Limit: 100}))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range res.Msg.Items {
+		var r record
+		if err := json.Unmarshal(t.Data, &r); err != nil {
+			continue
+		}
+		r.NextAttempt = now.Add(time.Minute).Unix()
+		r.addEvent(event{Type: "requeued", At: ts(now), Reason: "no delivery attempt since " + time.Unix(t.UpdatedAt/1e6, 0).UTC().Format(time.RFC3339)})
+		data, _ := json.Marshal(&r)
+		if _, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: t.Id, Type: typeMessage, Data: data, IfVersion: t.Version}})); err != nil {
+			continue // changed meanwhile: someone else has it
+		}
+		b, _ := json.Marshal(msgBody{ID: t.Id})
+		if _, err := s.q.Send(ctx, SendQueue, queue.Outgoing{Body: b}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// sweeper runs sweep every interval until ctx ends.
+func (s *Service) sweeper(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.sweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "email sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.InfoContext(ctx, "queued stuck emails again", "count", n)
+			}
+		}
+	}
 }

@@ -179,6 +179,7 @@ func (s *Service) Start(ctx context.Context) error {
 		<-ctx.Done()
 		close(s.stopped)
 	}()
+	go s.sweeper(ctx, time.Minute)
 	return nil
 }
 

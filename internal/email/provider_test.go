@@ -279,3 +279,37 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestOneDeliveryAtATime: while one consumer is delivering a message, a
+// second delivery of it (the queue redelivers after its lease) waits
+// instead of calling the provider again.
+func TestOneDeliveryAtATime(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		<-release
+		io.WriteString(w, `{"id":"re_once"}`)
+	}))
+	defer srv.Close()
+	defer close(release)
+	e := newEnv(t, "sqlite", Config{Provider: "resend", Resend: ResendConfig{APIKey: "re_x", BaseURL: srv.URL}})
+	res, err := e.s.SendEmail(context.Background(), simple("a@x.test"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(t, res.ID, StatusSending)
+	delay, again, err := e.s.deliver(context.Background(), res.ID)
+	if err != nil || !again || delay <= 0 {
+		t.Fatalf("second delivery while the first is in flight = %v, %v, %v; want a retry later", delay, again, err)
+	}
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("provider calls = %d; want 1", n)
+	}
+}

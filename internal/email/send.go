@@ -297,6 +297,11 @@ func (s *Service) prepare(ctx context.Context, in *Input, test bool, now time.Ti
 			r.Status = StatusScheduled
 		}
 	}
+	r.NextAttempt = now.Unix()
+	if r.ScheduledAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, r.ScheduledAt)
+		r.NextAttempt = at.Unix()
+	}
 	r.Provider = s.cfg.Provider
 	if test {
 		r.Provider = "outbox"

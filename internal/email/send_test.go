@@ -8,8 +8,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/dotdo/dotdo/internal/apierr"
+	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 )
 
 func TestOutboxSend(t *testing.T) {
@@ -328,4 +332,43 @@ func TestLargeAttachmentStoredInParts(t *testing.T) {
 	if err != nil || r.Parts < 2 || string(pl.Attachments[0].Content) != string(content) {
 		t.Fatalf("payload in %d parts, err %v; want the content back intact", r.Parts, err)
 	}
+}
+
+func TestSweepRequeuesLostMessages(t *testing.T) {
+	backends(t, func(t *testing.T, backend string) {
+		e := newEnv(t, backend, Config{})
+		ctx := context.Background()
+		// A message stored ten minutes ago whose queue message was lost
+		// (the process stopped between the two).
+		p, err := e.s.prepare(ctx, simple("lost@x.test"), false, e.s.now().Add(-10*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops, _ := p.ops()
+		if _, err := e.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops})); err != nil {
+			t.Fatal(err)
+		}
+		// A fresh one is left alone.
+		fresh, err := e.s.SendEmail(ctx, simple("fresh@x.test"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		counts := make([]int, 4)
+		for i := range counts {
+			wg.Go(func() { counts[i], _ = e.s.sweep(ctx) })
+		}
+		wg.Wait()
+		if total := counts[0] + counts[1] + counts[2] + counts[3]; total != 1 {
+			t.Fatalf("4 concurrent sweeps queued %v; want the lost message once", counts)
+		}
+		v := e.waitStatus(t, p.id, StatusSent)
+		if !slices.Contains(eventTypes_(v), "requeued") {
+			t.Errorf("timeline %v; want a requeued entry", eventTypes_(v))
+		}
+		e.waitStatus(t, fresh.ID, StatusSent)
+		if n, _ := e.s.sweep(ctx); n != 0 {
+			t.Fatalf("sweep after everything was sent = %d; want 0", n)
+		}
+	})
 }

@@ -88,6 +88,9 @@ type record struct {
 	ScheduledAt string   `json:"scheduledAt,omitempty"`
 	CreatedAt   string   `json:"createdAt"`
 	Attempts    int      `json:"attempts"`
+	// NextAttempt (Unix seconds) is when the queue should bring the
+	// message back; the sweeper re-queues a queued message long past it.
+	NextAttempt int64 `json:"nextAttemptAt,omitempty"`
 	Error       string   `json:"error,omitempty"`
 	Opens       int      `json:"opens,omitempty"`
 	Clicks      int      `json:"clicks,omitempty"`
