@@ -196,7 +196,7 @@ func (s *Service) ListRuns(ctx context.Context, req *connect.Request[schedulev1.
 	if err := checkTaskRef(req.Msg.Ns, req.Msg.Name); err != nil {
 		return nil, err
 	}
-	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeRun,
+	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: runType(req.Msg.Ns, req.Msg.Name),
 		Where: fmt.Sprintf(`{"ns":{"eq":%q},"task":{"eq":%q}}`, req.Msg.Ns, req.Msg.Name),
 		Order: "-createdAt", Limit: req.Msg.Limit, Cursor: req.Msg.Cursor}))
 	if err != nil {

@@ -15,6 +15,8 @@ package schedule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +37,7 @@ import (
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1/schedulev1connect"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 var _ schedulev1connect.ScheduleServiceHandler = (*Service)(nil)
@@ -46,7 +49,7 @@ const Namespace = "_schedule"
 // Thing types in Namespace.
 const (
 	typeTask   = "Task"
-	typeRun    = "Run"
+	typeActive = "RunActive"
 	typeLock   = "RunLock"
 	typeBuffer = "RunBuffer"
 )
@@ -452,15 +455,41 @@ type runState struct {
 
 func runThingID(id string) string { return "run:" + id }
 
+// runType is the thing type of a task's runs: one type per task, so that
+// listing a task's runs reads its own index range whatever else the
+// schedule namespace holds. Long names are hashed to fit 64 characters.
+func runType(ns, task string) string {
+	t := "Run." + ns + "." + task
+	if len(t) <= thingsdb.MaxTypeLen && thingsdb.ValidType(t) {
+		return t
+	}
+	h := sha256.Sum256([]byte(ns + "/" + task))
+	return "Run.h" + hex.EncodeToString(h[:12])
+}
+
+func activeID(runID string) string { return "active:" + runID }
+
+// saveRun writes the run. The first write is the claim: create-only, in
+// one batch with the run's RunActive marker, the small set of unfinished
+// runs the sweepers read.
 func (s *Service) saveRun(ctx context.Context, r *runState, create bool) error {
 	b, err := marshal.Marshal(r.pb)
 	if err != nil {
 		return err
 	}
-	w := &dbv1.Write{Ns: Namespace, Id: runThingID(r.pb.Id), Type: typeRun, Data: b, IfVersion: r.version,
+	w := &dbv1.Write{Ns: Namespace, Id: runThingID(r.pb.Id), Type: runType(r.pb.Ns, r.pb.Task), Data: b, IfVersion: r.version,
 		ExpiresAt: micros(s.clock.Now().Add(s.cfg.RunRetention))}
 	if create {
 		w.Condition = dbv1.Condition_CONDITION_MUST_NOT_EXIST
+		active := &dbv1.Write{Ns: Namespace, Id: activeID(r.pb.Id), Type: typeActive, Data: fmt.Appendf(nil, `{"run":%q}`, r.pb.Id),
+			ExpiresAt: w.ExpiresAt}
+		res, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: []*dbv1.Op{
+			{Op: &dbv1.Op_Write{Write: w}}, {Op: &dbv1.Op_Write{Write: active}}}}))
+		if err != nil {
+			return err
+		}
+		r.version = res.Msg.Results[0].Thing.Version
+		return nil
 	}
 	res, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: w}))
 	if err != nil {
@@ -468,6 +497,12 @@ func (s *Service) saveRun(ctx context.Context, r *runState, create bool) error {
 	}
 	r.version = res.Msg.Thing.Version
 	return nil
+}
+
+// dropActive removes a finished run's marker; a marker left behind (a
+// crash between the two writes) is removed by the next sweep.
+func (s *Service) dropActive(ctx context.Context, runID string) {
+	s.db.Delete(ctx, connect.NewRequest(&dbv1.DeleteRequest{Ns: Namespace, Id: activeID(runID)}))
 }
 
 func (s *Service) lease(t *task, from time.Time) int64 {
@@ -757,7 +792,11 @@ func (s *Service) finish(ctx context.Context, r *runState, status, errMsg, out s
 	} else {
 		s.log.InfoContext(ctx, "schedule: run finished", "task", r.t.key(), "run", r.pb.Id, "status", status, "attempts", r.pb.Attempts)
 	}
-	return s.saveRun(ctx, r, false)
+	if err := s.saveRun(ctx, r, false); err != nil {
+		return err
+	}
+	s.dropActive(ctx, r.pb.Id)
+	return nil
 }
 
 // do runs one attempt of the task's action under its timeout.
@@ -791,8 +830,7 @@ func (s *Service) do(ctx context.Context, r *runState, attempt int) (string, err
 // sweep finds runs whose lease has passed, marks their attempt abandoned
 // and retries them here, or ends them abandoned when retries are spent.
 func (s *Service) sweep(ctx context.Context) {
-	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeRun,
-		Where: `{"status":{"in":["running","retrying","buffered"]}}`, Limit: 200}))
+	res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeActive, Limit: 500}))
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.WarnContext(ctx, "schedule: sweeping runs failed", "err", err)
@@ -801,14 +839,35 @@ func (s *Service) sweep(ctx context.Context) {
 	}
 	now := s.clock.Now()
 	for _, th := range res.Msg.Items {
+		var a struct{ Run string }
+		if jsonUnmarshal(th.Data, &a) != nil {
+			continue
+		}
+		g, err := s.db.Get(ctx, connect.NewRequest(&dbv1.GetRequest{Ns: Namespace, Id: runThingID(a.Run)}))
+		if apierr.Is(err, apierr.NotFound) {
+			s.dropActive(ctx, a.Run)
+			continue
+		}
+		if err != nil {
+			continue
+		}
 		pb := &schedulev1.Run{}
-		if unmarshal.Unmarshal(th.Data, pb) != nil || !fromMicros(pb.LeaseUntil).Before(now) {
+		if unmarshal.Unmarshal(g.Msg.Thing.Data, pb) != nil {
+			continue
+		}
+		switch pb.Status {
+		case statusRunning, statusRetrying, statusBuffered:
+		default:
+			s.dropActive(ctx, a.Run)
+			continue
+		}
+		if !fromMicros(pb.LeaseUntil).Before(now) {
 			continue
 		}
 		s.mu.Lock()
 		e := s.tasks[pb.Ns+"/"+pb.Task]
 		s.mu.Unlock()
-		r := &runState{pb: pb, version: th.Version}
+		r := &runState{pb: pb, version: g.Msg.Thing.Version}
 		if e == nil {
 			// The task is gone: end the run.
 			r.t = &task{pb: &schedulev1.Task{Ns: pb.Ns, Name: pb.Task, Overlap: "allow"}}
