@@ -90,11 +90,11 @@ type record struct {
 	Attempts    int      `json:"attempts"`
 	// NextAttempt (Unix seconds) is when the queue should bring the
 	// message back; the sweeper re-queues a queued message long past it.
-	NextAttempt int64 `json:"nextAttemptAt,omitempty"`
-	Error       string   `json:"error,omitempty"`
-	Opens       int      `json:"opens,omitempty"`
-	Clicks      int      `json:"clicks,omitempty"`
-	Events      []event  `json:"events"`
+	NextAttempt int64   `json:"nextAttemptAt,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	Opens       int     `json:"opens,omitempty"`
+	Clicks      int     `json:"clicks,omitempty"`
+	Events      []event `json:"events"`
 	// Rcpt and TagKeys are lower-cased addresses and name, name=value
 	// strings, for the list filters.
 	Rcpt    []string `json:"rcpt"`
