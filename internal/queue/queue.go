@@ -186,7 +186,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 			return nil, err
 		}
 	}
-	s.js, err = jetstream.New(s.nc)
+	s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -553,7 +553,8 @@ func (s *Service) Send(ctx context.Context, queue string, msgs ...Outgoing) ([]s
 	}
 	ids := make([]string, len(msgs))
 	now := time.Now()
-	futures := make([]jetstream.PubAckFuture, len(msgs))
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	var failed error
 	for i, m := range msgs {
 		ids[i] = newID()
 		ct := m.ContentType
@@ -561,19 +562,33 @@ func (s *Service) Send(ctx context.Context, queue string, msgs ...Outgoing) ([]s
 			ct = "json"
 		}
 		nm := s.message(queue, ids[i], now, ct, m.Body, m.Delay, st.DeliveryDelay, now)
-		futures[i], err = s.js.PublishMsgAsync(nm)
+		f, err := s.js.PublishMsgAsync(nm)
 		if err != nil {
-			return nil, s.sendError(queue, err)
+			failed = err
+			break
 		}
+		futures = append(futures, f)
 	}
+	// Wait for every PubAck, even after a failure or a cancelled ctx, so
+	// that a failed batch can be taken back.
+	var stored []*jetstream.PubAck
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			stored = append(stored, ack)
 		case err := <-f.Err():
-			return nil, s.sendError(queue, err)
-		case <-ctx.Done():
+			failed = err
+		}
+	}
+	if failed == nil && ctx.Err() != nil {
+		failed = ctx.Err()
+	}
+	if failed != nil {
+		s.takeBack(stored)
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		return nil, s.sendError(queue, failed)
 	}
 	s.count(queue).sent.Add(int64(len(msgs)))
 	return ids, nil
@@ -596,6 +611,29 @@ func (s *Service) message(queue, id string, ts time.Time, ct string, body []byte
 		nm.Header[hdrNotBefore] = []string{strconv.FormatInt((now.Add(delay).UnixNano()+999_999)/1e6, 10)}
 	}
 	return nm
+}
+
+// takeBack deletes the messages of a batch that failed part-way, so that a
+// failed send leaves nothing behind (best effort: a consumer may have taken
+// one in the meantime).
+func (s *Service) takeBack(stored []*jetstream.PubAck) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	streams := map[string]jetstream.Stream{}
+	for _, a := range stored {
+		str, ok := streams[a.Stream]
+		if !ok {
+			var err error
+			if str, err = s.js.Stream(ctx, a.Stream); err != nil {
+				s.log.Warn("queue: could not take back the messages of a failed batch", "stream", a.Stream, "err", err)
+				continue
+			}
+			streams[a.Stream] = str
+		}
+		if err := str.DeleteMsg(ctx, a.Sequence); err != nil {
+			s.log.Warn("queue: could not take back a message of a failed batch", "stream", a.Stream, "seq", a.Sequence, "err", err)
+		}
+	}
 }
 
 func (s *Service) sendError(queue string, err error) error {

@@ -761,3 +761,33 @@ func TestBatchTimeoutBeyondAckWait(t *testing.T) {
 		}
 	})
 }
+
+// A batch that NATS refuses part-way is taken back: nothing stays enqueued.
+func TestFailedBatchTakenBack(t *testing.T) {
+	engines(t, func(t *testing.T, s *Service) {
+		ctx := context.Background()
+		ensure(t, s, Defaults("half"))
+		// Make the stream refuse large messages, as a full or misconfigured
+		// stream would refuse some of a batch.
+		str, err := s.js.Stream(ctx, s.stream("half"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := str.CachedInfo().Config
+		cfg.MaxMsgSize = 2000
+		if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		big := Outgoing{Body: []byte(`"` + strings.Repeat("a", 4000) + `"`)}
+		if _, err := s.Send(ctx, "half", js("1"), big, js("3"), Outgoing{Body: []byte("4"), Delay: time.Hour}); !apierr.Is(err, apierr.Unavailable) {
+			t.Fatalf("send: %v, want unavailable", err)
+		}
+		st, err := s.Stats(ctx, "half")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Backlog != 0 || st.Delayed != 0 {
+			t.Fatalf("after a refused batch: %+v", st)
+		}
+	})
+}
