@@ -50,7 +50,7 @@ type services struct {
 
 // startSchedule runs the schedule service with the task mcp-task in the
 // namespaces demo and other: an hourly HTTP POST to a local server.
-func startSchedule(t *testing.T, ctx context.Context, db *thingsdb.Service) (*schedule.Service, *atomic.Int64) {
+func startSchedule(t testing.TB, ctx context.Context, db *thingsdb.Service) (*schedule.Service, *atomic.Int64) {
 	t.Helper()
 	hits := &atomic.Int64{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
@@ -90,7 +90,7 @@ func templatesOf(e *email.Service) mcp.EmailTemplates {
 // openQueue opens the queue service on the external NATS of
 // DOTDO_TEST_NATS_URL (failing if it is unreachable) with a prefix of its
 // own, removed afterwards, or on an embedded NATS.
-func openQueue(t *testing.T) *queue.Service {
+func openQueue(t testing.TB) *queue.Service {
 	t.Helper()
 	ctx := context.Background()
 	url := os.Getenv("DOTDO_TEST_NATS_URL")
@@ -134,6 +134,16 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 	for _, name := range testdb.Backends() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			fn(t, setup(t, name))
+		})
+	}
+}
+
+// setup starts every service on backend name.
+func setup(t testing.TB, name string) services {
+	t.Helper()
+	{
+		{
 			log := slog.New(slog.DiscardHandler)
 			db, err := thingsdb.New(testdb.Open(t, name), log)
 			if err != nil {
@@ -169,8 +179,8 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc services)) {
 			if _, err := hooks.Receive(ctx, connect.NewRequest(&webhooksv1.ReceiveRequest{Provider: "github", Headers: h, Body: body, RemoteIp: "127.0.0.1"})); err != nil {
 				t.Fatal(err)
 			}
-			fn(t, services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits, hooks: hooks})
-		})
+			return services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits, hooks: hooks}
+		}
 	}
 }
 
@@ -194,7 +204,7 @@ func can(_ context.Context, id *authv1.Identity, ns, perm string) (bool, error) 
 
 // connect starts a server acting as id and returns a client session to it
 // over the SDK's in-memory transports.
-func connectAs(t *testing.T, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
+func connectAs(t testing.TB, svc services, id *authv1.Identity, tweak ...func(*mcp.Options)) *sdk.ClientSession {
 	t.Helper()
 	opts := mcp.Options{DB: svc.db, Auth: svc.auth, Search: svc.db, Queue: queue.RPC{S: svc.queue}, Email: svc.email, EmailTemplates: templatesOf(svc.email), Schedule: svc.sched, Webhooks: svc.hooks, Can: can, Identity: id, Version: "test", PageSize: 5}
 	for _, f := range tweak {
@@ -640,4 +650,8 @@ func TestTestKeyEmailStaysInOutbox(t *testing.T) {
 			t.Errorf("email_status of an sk_test_ key's email = %s; want test true", mcptest.Text(st))
 		}
 	})
+}
+
+func getReq(ns, id string) *connect.Request[dbv1.GetRequest] {
+	return connect.NewRequest(&dbv1.GetRequest{Ns: ns, Id: id})
 }
