@@ -253,6 +253,9 @@ func TestRPC(t *testing.T) {
 	srv := restServer(t, s)
 	c := queuev1connect.NewQueueServiceClient(http.DefaultClient, srv.URL)
 	ctx := context.Background()
+	if l, err := c.ListQueues(ctx, connect.NewRequest(&queuev1.ListQueuesRequest{})); err != nil || len(l.Msg.Queues) != 0 {
+		t.Fatalf("list with no queues: %v %v", l, err)
+	}
 	put, err := c.PutQueue(ctx, connect.NewRequest(&queuev1.PutQueueRequest{Settings: &queuev1.Settings{Name: "rpc"}, UseDefaults: true}))
 	if err != nil || put.Msg.Settings.MaxRetries != 3 || put.Msg.Settings.MaxBatchTimeoutMs != 5000 {
 		t.Fatalf("put %v %v", put, err)
