@@ -154,6 +154,23 @@ func dispatchE2E(t *testing.T, be string) {
 		t.Fatalf("unknown import = %d %s; want 422", r.status, r.body)
 	}
 
+	// A custom host name reaches a script; the platform's own hosts
+	// cannot be claimed.
+	if r := deployHTTP(t, p, "tenant", "site", wasmtest.Minimal(), `{"hosts":["www.customer.example"]}`, adminKey); r.status != 201 {
+		t.Fatalf("deploy with a custom host = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, p, "GET", "www.customer.example", "/", ""); r.status != 200 || string(r.body) != "ok" {
+		t.Fatalf("by custom host = %d %s", r.status, r.body)
+	}
+	for _, h := range []string{"db.example.test", "example.test", "127.0.0.1"} {
+		if r := deployHTTP(t, p, "tenant", "hijack", wasmtest.Minimal(), `{"hosts":["`+h+`"]}`, adminKey); r.status != 403 && r.status != 400 {
+			t.Fatalf("claiming %s = %d %s; want 403 or 400", h, r.status, r.body)
+		}
+	}
+	if r := hostDo(t, p, "GET", "db.example.test", "/health", ""); r.status != 200 || !strings.Contains(string(r.body), `"status"`) {
+		t.Fatalf("the db host after the refused claims = %d %s", r.status, r.body)
+	}
+
 	// 200 concurrent requests by host name.
 	var wg sync.WaitGroup
 	errs := make(chan string, 200)

@@ -118,6 +118,7 @@ func wireDispatch(ctx context.Context, w *wiring) error {
 	log := w.log.With("service", "dispatch")
 	svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
 		CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
+		Reserved: reservedHosts(w.cfg),
 	}, log)
 	if err != nil {
 		return err
@@ -142,6 +143,32 @@ func wireDispatch(ctx context.Context, w *wiring) error {
 	w.ups = append(w.ups, up)
 	log.Info("dispatch service ready", "hostPattern", dc.HostPattern, "cache", dc.CacheDir)
 	return nil
+}
+
+// reservedHosts are the host names no script may claim: the public URL's,
+// the domain and every <name>.<domain> (the services' hosts), and --hosts.
+func reservedHosts(cfg *config) func(string) bool {
+	public := ""
+	if u, err := url.Parse(cfg.PublicURL); err == nil {
+		public = strings.ToLower(u.Hostname())
+	}
+	return func(h string) bool {
+		if h == public {
+			return true
+		}
+		if _, ok := cfg.Hosts[h]; ok {
+			return true
+		}
+		if d := cfg.Domain; d != "" {
+			if h == d {
+				return true
+			}
+			if first, ok := strings.CutSuffix(h, "."+d); ok && !strings.Contains(first, ".") {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // apiClient is what the client commands (deploy, scripts) share: the

@@ -217,18 +217,51 @@ func (s *Service) Deploy(ctx context.Context, ns, name string, module []byte, md
 		ops = append(ops, dops...)
 	}
 	sc.Stored = slices.Clone(sc.History)
+	var addHosts, dropHosts []string
+	if md.Hosts != nil && s.cfg.Reserved != nil {
+		for _, h := range *md.Hosts {
+			if s.cfg.Reserved(h) {
+				return nil, apierr.New(apierr.Forbidden, "host %s is the platform's own and cannot reach a script", h)
+			}
+		}
+	}
+	if md.Hosts != nil {
+		for _, h := range *md.Hosts {
+			if !slices.Contains(sc.Hosts, h) {
+				addHosts = append(addHosts, h)
+			}
+		}
+		for _, h := range sc.Hosts {
+			if !slices.Contains(*md.Hosts, h) {
+				dropHosts = append(dropHosts, h)
+			}
+		}
+		sc.Hosts = slices.Clone(*md.Hosts)
+	}
+	for _, h := range addHosts {
+		ops = append(ops, putOp(hostID(h), typeHost, mustJSON(hostRoute{Host: h, Namespace: ns, Script: name}), dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0))
+	}
+	for _, h := range dropHosts {
+		ops = append(ops, deleteOp(hostID(h)))
+	}
 	if created {
 		ops = append(ops, putOp(scriptID(ns, name), typeScript, mustJSON(sc), dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0))
 	} else {
 		ops = append(ops, putOp(scriptID(ns, name), typeScript, mustJSON(sc), dbv1.Condition_CONDITION_NONE, ver))
 	}
 	if err := s.st.batch(ctx, ops); err != nil {
+		if len(addHosts) > 0 && (apierr.Is(err, apierr.PreconditionFailed) || apierr.Is(err, apierr.Conflict)) {
+			if taken := s.takenHost(ctx, addHosts); taken != "" {
+				return nil, apierr.New(apierr.Conflict, "host %s already reaches another script", taken)
+			}
+		}
 		if apierr.Is(err, apierr.PreconditionFailed) || apierr.Is(err, apierr.Conflict) {
 			return nil, apierr.New(apierr.Conflict, "script %s/%s was changed at the same time; retry", ns, name)
 		}
 		return nil, err
 	}
 	s.invalidate(ns, name)
+	s.setHosts(ns, name, addHosts, dropHosts)
 	s.log.InfoContext(ctx, "script deployed", "ns", ns, "script", name, "version", v.Version, "sha256", sha, "bytes", len(module))
 	return sc, nil
 }
@@ -336,10 +369,14 @@ func (s *Service) DeleteScript(ctx context.Context, ns, name string) error {
 		return err
 	}
 	ops = append(ops, deleteOp(scriptID(ns, name)))
+	for _, h := range sc.Hosts {
+		ops = append(ops, deleteOp(hostID(h)))
+	}
 	if err := s.st.batch(ctx, ops); err != nil {
 		return err
 	}
 	s.invalidate(ns, name)
+	s.setHosts(ns, name, nil, sc.Hosts)
 	s.log.InfoContext(ctx, "script deleted", "ns", ns, "script", name)
 	return nil
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// does, so a burst cannot starve the instances already running of
 	// CPU. Zero means 4 per CPU.
 	MaxConcurrent int
+	// Reserved reports host names no script may claim: the gateway's own
+	// (its public host, <service>.<domain>, its --hosts). Nil reserves none.
+	Reserved func(host string) bool
 	// QueueTimeout bounds how long a request waits for a turn (503 after);
 	// zero means 10 s.
 	QueueTimeout time.Duration
@@ -84,6 +87,10 @@ type Service struct {
 	loads   singleflight.Group
 	slots   chan struct{}
 	mem     *memoryPool
+
+	hostsMu sync.RWMutex
+	hosts   map[string]nsScript // custom host names
+	stop    context.CancelFunc  // ends the host refresher
 }
 
 // entry is a resolved script: what a request needs to run it.
@@ -134,13 +141,26 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent)}
+	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent), hosts: map[string]nsScript{}}
 	s.metrics = newScriptMetrics(cfg.Metrics)
 	return s, nil
 }
 
-// Start creates the default namespaces that do not exist yet.
+// Start creates the default namespaces that do not exist yet, loads the
+// custom host routes and keeps them fresh until ctx ends.
 func (s *Service) Start(ctx context.Context) error {
+	if err := s.createDefaults(ctx); err != nil {
+		return err
+	}
+	if err := s.loadHosts(ctx); err != nil {
+		return fmt.Errorf("load custom host routes: %w", err)
+	}
+	ctx, s.stop = context.WithCancel(ctx)
+	go s.refreshHosts(ctx)
+	return nil
+}
+
+func (s *Service) createDefaults(ctx context.Context) error {
 	for _, name := range DefaultNamespaces {
 		n := NamespaceInfo{Name: name, Access: AccessPublic, Outbound: Outbound{Mode: OutboundNone}, CreatedAt: now()}
 		if name == "internal" {
@@ -159,6 +179,9 @@ func (s *Service) Start(ctx context.Context) error {
 
 // Close releases the runtimes and the compilation cache.
 func (s *Service) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
 	err := s.eng.close(context.Background())
 	s.mem.close()
 	return err

@@ -422,3 +422,51 @@ func TestMemoryNotShared(t *testing.T) {
 		}
 	}
 }
+
+func TestCustomHosts(t *testing.T) {
+	e := newEnv(t, thingsdb.SQLite, Config{HostPattern: "{script}.{ns}.example.test", Reserved: func(h string) bool { return h == "api.example.test" }})
+	e.putNamespace("acme", NamespaceInput{})
+	hello := worker(t, "hello")
+	e.mustDeploy("acme", "site", hello, map[string]any{"hosts": []string{"www.acme.example", "Acme.Example."}})
+	for _, host := range []string{"www.acme.example", "acme.example:8080", "site.acme.example.test"} {
+		if r := e.do("GET", "/", nil, "Host", host); r.status != 200 || string(r.body) != "Hello from site\n" {
+			t.Fatalf("GET via %s = %s", host, r)
+		}
+	}
+	// A host reaches one script only, and never the platform's own.
+	if r := e.deploy("tenant", "thief", hello, map[string]any{"hosts": []string{"www.acme.example"}}); r.status != 409 {
+		t.Fatalf("claiming a taken host = %s; want 409", r)
+	}
+	if r := e.deploy("tenant", "thief", hello, map[string]any{"hosts": []string{"api.example.test"}}); r.status != 403 {
+		t.Fatalf("claiming the API's host = %s; want 403", r)
+	}
+	for _, bad := range []string{"localhost", "127.0.0.1", "a..b", "x_y.example"} {
+		if r := e.deploy("tenant", "thief", hello, map[string]any{"hosts": []string{bad}}); r.status != 400 {
+			t.Errorf("host %q = %s; want 400", bad, r)
+		}
+	}
+	if r := e.do("GET", "/dispatch/tenant/thief", nil); r.status != 404 {
+		t.Fatalf("refused deploys created the script: %s", r)
+	}
+	// A deploy without hosts keeps them; an empty list drops them.
+	e.mustDeploy("acme", "site", hello, Metadata{Env: map[string]string{"GREETING": "Hi"}})
+	if r := e.do("GET", "/", nil, "Host", "www.acme.example"); string(r.body) != "Hi from site\n" {
+		t.Fatalf("after a deploy without hosts = %s", r)
+	}
+	e.mustDeploy("acme", "site", hello, map[string]any{"hosts": []string{"acme.example"}})
+	if e.s.MatchHost("www.acme.example") || !e.s.MatchHost("acme.example") {
+		t.Fatalf("after replacing the hosts: www %v, bare %v; want false, true", e.s.MatchHost("www.acme.example"), e.s.MatchHost("acme.example"))
+	}
+	// Now free, the host can go to another script; a restart loads them.
+	e.mustDeploy("tenant", "other", hello, map[string]any{"hosts": []string{"www.acme.example"}})
+	e2 := newEnvOn(t, e.db, Config{}, e.s.log, e.log, e.mu)
+	if r := e2.do("GET", "/", nil, "Host", "www.acme.example"); string(r.body) != "Hello from other\n" {
+		t.Fatalf("after restart = %s", r)
+	}
+	if r := e.do("DELETE", "/v1/dispatch/namespaces/tenant/scripts/other", nil); r.status != 204 {
+		t.Fatalf("delete = %s", r)
+	}
+	if e.s.MatchHost("www.acme.example") {
+		t.Fatalf("a deleted script's host still matches")
+	}
+}

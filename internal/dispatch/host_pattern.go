@@ -40,15 +40,21 @@ func parsePattern(p string) ([]string, error) {
 	return labels, nil
 }
 
-// hostScript returns the namespace and script a host names.
+// hostScript returns the namespace and script a host names: a custom
+// host name mapped to a script, or one the host pattern matches.
 func (s *Service) hostScript(host string) (ns, script string, ok bool) {
-	if len(s.pattern) == 0 {
-		return "", "", false
-	}
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
 		host = host[:i]
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if s.hosts != nil {
+		if r, ok := s.customHost(host); ok {
+			return r.ns, r.script, true
+		}
+	}
+	if len(s.pattern) == 0 {
+		return "", "", false
+	}
 	labels := strings.Split(host, ".")
 	if len(labels) != len(s.pattern) {
 		return "", "", false

@@ -19,6 +19,7 @@ const (
 	typeScript    = "Script"
 	typeVersion   = "ScriptVersion"
 	typeChunk     = "ModuleChunk"
+	typeHost      = "HostRoute"
 )
 
 // Limits bound one request to a script. Zero fields take the namespace's
@@ -127,10 +128,12 @@ type Script struct {
 	// the last is Current.
 	History []int `json:"history"`
 	// Stored lists every version whose record and module are kept.
-	Stored    []int  `json:"stored"`
-	Next      int    `json:"nextVersion"`
-	CreatedAt string `json:"createdAt"`
-	UpdatedAt string `json:"updatedAt"`
+	Stored []int `json:"stored"`
+	// Hosts are custom host names that reach the script.
+	Hosts     []string `json:"hosts,omitempty"`
+	Next      int      `json:"nextVersion"`
+	CreatedAt string   `json:"createdAt"`
+	UpdatedAt string   `json:"updatedAt"`
 }
 
 // Metadata is what a deploy carries beside the module.
@@ -138,6 +141,9 @@ type Metadata struct {
 	Tags   []string          `json:"tags"`
 	Env    map[string]string `json:"env"`
 	Limits Limits            `json:"limits"`
+	// Hosts, when given, replaces the script's custom host names (at most
+	// 8, each claimed by one script only); when absent they stay.
+	Hosts *[]string `json:"hosts,omitempty"`
 }
 
 // MaxTags is how many tags a script may have.
@@ -159,6 +165,23 @@ func (m *Metadata) validate() error {
 			return apierr.New(apierr.Invalid, "tag %q is given twice", t)
 		}
 		seen[t] = true
+	}
+	if m.Hosts != nil {
+		if len(*m.Hosts) > MaxTags {
+			return apierr.New(apierr.Invalid, "a script has at most %d custom host names", MaxTags)
+		}
+		seen := map[string]bool{}
+		for i, h := range *m.Hosts {
+			h = strings.ToLower(strings.TrimSuffix(h, "."))
+			if !validHostName(h) {
+				return apierr.New(apierr.Invalid, "host %q is not a host name such as app.example.com", clip(h))
+			}
+			if seen[h] {
+				return apierr.New(apierr.Invalid, "host %s is given twice", h)
+			}
+			seen[h] = true
+			(*m.Hosts)[i] = h
+		}
 	}
 	if len(m.Env) > 64 {
 		return apierr.New(apierr.Invalid, "a script has at most 64 environment variables")
@@ -184,6 +207,23 @@ func validTag(t string) bool {
 	for i := 0; i < len(t); i++ {
 		c := t[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.:", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHostName reports whether h is a DNS name of at least two labels.
+func validHostName(h string) bool {
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	labels := strings.Split(h, ".")
+	if len(labels) < 2 || strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return false // one label, or an IP address
+	}
+	for _, l := range labels {
+		if !validName(l) {
 			return false
 		}
 	}
@@ -269,6 +309,7 @@ func scriptID(ns, name string) string { return "script:" + ns + ":" + name }
 func versionID(ns, name string, v int) string {
 	return "ver:" + ns + ":" + name + ":" + itoa(v)
 }
+func hostID(host string) string { return "host:" + host }
 func chunkID(ns, name, sha string, i int) string {
 	return "chunk:" + ns + ":" + name + ":" + sha + ":" + itoa(i)
 }

@@ -26,6 +26,8 @@ const (
 	PermWrite  = "deploy:write"
 	PermRead   = "deploy:read"
 	PermInvoke = "dispatch:invoke"
+	// PermHosts lets a deploy map custom host names to a script.
+	PermHosts = "dispatch:hosts"
 )
 
 // RouteOptions configure the REST routes.
@@ -249,6 +251,12 @@ func (h *rest) deploy(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if md.Hosts != nil && len(*md.Hosts) > 0 {
+		if err := h.authorize(r, r.PathValue("ns"), PermHosts); err != nil {
+			h.fail(w, r, err)
+			return
+		}
 	}
 	by := ""
 	if id := identity.From(r.Context()); id != nil {
