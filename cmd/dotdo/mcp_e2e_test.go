@@ -359,3 +359,27 @@ func TestMCPStdio(t *testing.T) {
 		}
 	})
 }
+
+// TestMCPSplitMode serves /mcp from a gateway process whose db service
+// runs in another process: the tools reach it through the Connect client,
+// with the same results.
+func TestMCPSplitMode(t *testing.T) {
+	db := startDB(t, newBackend(t, "sqlite"))
+	gw := startGateway(t, db.url, "--services", "gateway,auth,mcp")
+	ctx := context.Background()
+	cs := mcpHTTP(t, gw, adminKey)
+	tools, _ := mcptest.ListTools(ctx, t, cs)
+	names := mcptest.Names(tools)
+	for _, want := range []string{"db_get", "db_upsert", "db_search", "api_key_create", "whoami"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("split gateway tools %v lack %s", names, want)
+		}
+	}
+	if slices.Contains(names, "queue_send") {
+		t.Errorf("split gateway without a queue offers queue_send: %v", names)
+	}
+	mcptest.CallAll(ctx, t, cs, tools, "split")
+	if r := do(t, "GET", gw.url+"/v1/things/split/a", nil); r.status != http.StatusNotFound {
+		t.Errorf("thing deleted through MCP in split mode: GET = %d %s", r.status, r.body)
+	}
+}
