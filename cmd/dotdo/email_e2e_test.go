@@ -256,6 +256,13 @@ func TestEmailE2E(t *testing.T) {
 				t.Fatalf("strict batch = %d %s; want 422", res.status, res.body)
 			}
 
+			m := do(t, "GET", base+"/metrics", nil)
+			for _, series := range []string{`dotdo_email_deliveries_total{outcome="sent",provider="outbox"}`, `dotdo_email_deliveries_total{outcome="sent",provider="resend"} `,
+				`dotdo_email_accepted_total{provider="resend",status="suppressed"} 1`, `dotdo_email_events_total{type="delivered"} 1`, `dotdo_email_provider_seconds_count{provider="resend"} `} {
+				if !strings.Contains(string(m.body), series) {
+					t.Errorf("/metrics lacks %s", series)
+				}
+			}
 			if strings.Contains(p.logs.String(), resendKey) {
 				t.Fatalf("the provider's API key appears in the log")
 			}

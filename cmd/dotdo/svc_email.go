@@ -160,7 +160,7 @@ func wireEmail(ctx context.Context, w *wiring) error {
 	}
 	svc, err := email.New(thingsdb.Instrument(w.db, w.reg, "db"), w.queue.svc, email.Config{
 		Provider: ec.Provider, From: ec.From, TemplateDir: ec.Templates,
-		Resend: ec.Resend, SendGrid: ec.SendGrid, SMTP: ec.SMTP,
+		Resend: ec.Resend, SendGrid: ec.SendGrid, SMTP: ec.SMTP, Metrics: w.reg,
 	}, w.log.With("service", "email"))
 	if err != nil {
 		return fmt.Errorf("email: %w", err)

@@ -69,6 +69,7 @@ func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
 			// Someone else wrote one of them meanwhile: one by one.
 			rest = append(rest, boxed...)
 		} else {
+			s.metrics.deliveries.WithLabelValues("outbox", "sent").Add(float64(len(boxed)))
 			for _, it := range boxed {
 				it.m.Ack()
 			}
@@ -159,6 +160,9 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 			r.addEvent(event{Type: StatusSent, At: t, Reason: "kept in the outbox, not delivered"})
 			return true, nil, nil
 		})
+		if err == nil {
+			s.metrics.deliveries.WithLabelValues("outbox", "sent").Inc()
+		}
 		return 0, false, err
 	}
 	busy := false
@@ -193,8 +197,11 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 	}
 	out := &Outgoing{ID: id, From: r.From, To: r.To, Cc: r.Cc, Bcc: r.Bcc, ReplyTo: r.ReplyTo, Subject: r.Subject,
 		HTML: pl.HTML, Text: pl.Text, Headers: pl.Headers, Attachments: pl.Attachments, Tags: r.Tags}
+	start := time.Now()
 	pid, sendErr := p.Send(ctx, out)
+	s.metrics.latency.WithLabelValues(r.Provider).Observe(time.Since(start).Seconds())
 	if sendErr == nil {
+		s.metrics.deliveries.WithLabelValues(r.Provider, "sent").Inc()
 		ref, _ := json.Marshal(map[string]string{"emailId": id})
 		refOp := &dbv1.Op{Op: &dbv1.Op_Write{Write: &dbv1.Write{Ns: Namespace, Id: providerRefID(r.Provider, pid), Type: typeProviderRef, Data: ref}}}
 		_, err := s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
@@ -214,6 +221,11 @@ func (s *Service) deliver(ctx context.Context, id string) (delay time.Duration, 
 	}
 	retry := pe.Temporary && r.Attempts < s.cfg.MaxAttempts
 	wait := s.backoff(r.Attempts, pe.RetryAfter)
+	outcome := "failed"
+	if retry {
+		outcome = "retry"
+	}
+	s.metrics.deliveries.WithLabelValues(r.Provider, outcome).Inc()
 	_, err = s.update(ctx, id, func(r *record) (bool, []*dbv1.Op, error) {
 		if r.Status != StatusSending {
 			return false, nil, nil

@@ -83,6 +83,8 @@ type Config struct {
 	HTTPClient *http.Client
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// Metrics, when set, takes the service's Prometheus series.
+	Metrics Registerer
 }
 
 // Service is the email service.
@@ -98,6 +100,7 @@ type Service struct {
 	// Start.
 	commits chan *commit
 	stopped chan struct{} // closed when the Start context ends
+	metrics *emailMetrics
 }
 
 // New returns the email service over its db and queue bindings. Start it
@@ -129,7 +132,7 @@ func New(db DB, q Queue, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{db: db, q: q, cfg: cfg, log: log, tpl: tpl, now: cfg.Now,
-		providers: map[string]Provider{"outbox": outbox{}}}
+		providers: map[string]Provider{"outbox": outbox{}}, metrics: newMetrics(cfg.Metrics)}
 	switch cfg.Provider {
 	case "outbox":
 	case "resend":

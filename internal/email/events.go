@@ -127,5 +127,8 @@ func (s *Service) Record(ctx context.Context, ev Event) (*EventResult, error) {
 		return nil, s.internal(ctx, "record email event", err)
 	}
 	res.Status = r.Status
+	if !res.Duplicate {
+		s.metrics.events.WithLabelValues(typ).Inc()
+	}
 	return res, nil
 }

@@ -473,6 +473,7 @@ func (s *Service) send(ctx context.Context, ins []*Input, o Options, batch bool)
 		ops = append(ops, po...)
 	}
 	for j, p := range ready {
+		s.metrics.accepted.WithLabelValues(p.rec.Provider, p.rec.Status).Inc()
 		r := Result{ID: p.id, Status: p.rec.Status}
 		if p.rec.Status == StatusSuppressed {
 			r.Err = invalid("email %s not sent: %s; DELETE /v1/email/suppressions/%s to allow it again", p.id, p.rec.Error, firstSuppressed(p.rec))
