@@ -1,9 +1,12 @@
 // Command webhookload measures dotdo's inbound webhooks: it sends verified
 // Stripe deliveries, each a distinct event signed with the configured
 // secret (all signed before the clock starts), from -c connections, and
-// prints the rate of 2xx answers and the latency percentiles.
+// prints the rate of 2xx answers and the latency percentiles. With -dump
+// it writes the signed deliveries to a file for wrk instead
+// (scripts/bench/webhooks.lua), a lighter client on a shared machine.
 //
 //	go run ./scripts/webhookload -url http://127.0.0.1:8787 -secret whsec_... -n 30000 -c 32
+//	go run ./scripts/webhookload -secret whsec_... -n 200000 -dump /tmp/deliveries.tsv
 package main
 
 import (
@@ -35,6 +38,7 @@ func main() {
 	n := flag.Int("n", 20000, "deliveries to send")
 	c := flag.Int("c", 32, "concurrent connections")
 	typ := flag.String("type", "payment_intent.succeeded", "event type")
+	dump := flag.String("dump", "", "write the signed deliveries to this file (one \"signature<TAB>body\" per line, for scripts/bench/webhooks.lua) instead of sending them")
 	flag.Parse()
 	if *secret == "" {
 		log.Fatal("webhookload: -secret is required")
@@ -49,6 +53,19 @@ func main() {
 		fmt.Fprintf(m, "%d.", now)
 		m.Write(body)
 		ds[i] = delivery{body: body, sig: fmt.Sprintf("t=%d,v1=%s", now, hex.EncodeToString(m.Sum(nil)))}
+	}
+	if *dump != "" {
+		var buf bytes.Buffer
+		for _, d := range ds {
+			buf.WriteString(d.sig)
+			buf.WriteByte('\t')
+			buf.Write(d.body)
+			buf.WriteByte('\n')
+		}
+		if err := os.WriteFile(*dump, buf.Bytes(), 0o644); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c, MaxIdleConns: *c}, Timeout: 30 * time.Second}
 	lat := make([]time.Duration, *n)
