@@ -204,6 +204,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 		}
 		return nil
 	}
+	var err error
 	db, ok := w.db.(scheduleDB)
 	if !ok {
 		return errors.New("schedule: the db binding lacks PurgeExpired, GenerateMissingEmbeddings or UpdateAnalytics")
@@ -212,6 +213,15 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	sc := schedule.Config{AllowPrivate: cfg.Schedule.AllowPrivate, RunRetention: cfg.Schedule.RunRetention, SyncInterval: cfg.Schedule.Sync}
 	if w.queue.svc != nil {
 		sc.Queue = schedule.Queue{Q: w.queue.svc}
+	}
+	if cfg.SecretKey != "" || (cfg.has("db") && cfg.DatabaseURL == "") {
+		// The key that seals auth's signing keys seals HTTP actions'
+		// header values too.
+		if sc.SecretKey, err = secretKey(cfg); err != nil {
+			return err
+		}
+	} else {
+		w.log.Warn("schedule: HTTP action headers are stored unsealed; set DOTDO_SECRET_KEY (the same on every replica) to seal them")
 	}
 	backuper, _ := w.db.(schedule.Backuper)
 	targets := healthTargets(w)

@@ -48,6 +48,10 @@ func (s *Service) doHTTP(ctx context.Context, r *runState, attempt int) (string,
 		return "", fmt.Errorf("build request: %w", err)
 	}
 	for k, v := range a.Headers {
+		v, err := s.openHeader(r.t.pb, k, v)
+		if err != nil {
+			return "", err
+		}
 		req.Header.Set(k, v)
 	}
 	if req.Header.Get("User-Agent") == "" {

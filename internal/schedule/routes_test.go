@@ -11,8 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+
+	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
 )
 
 // restServer serves the REST routes of a replica that refuses private
@@ -246,5 +251,61 @@ func FuzzParseTaskBody(f *testing.F) {
 			t.Fatalf("parsed task is %s/%s; want acme/fuzz", pb.Ns, pb.Name)
 		}
 		s.compile(pb) // must not panic
+	})
+}
+
+// Header values are sealed at rest, shown redacted, sent as given, and
+// kept when a task read through the API is written back.
+func TestHeadersSealedAndRedacted(t *testing.T) {
+	db := openDB(t, "sqlite")
+	clk := NewFakeClock(t0())
+	key := make([]byte, 32)
+	key[0] = 7
+	r := startReplica(t, db, clk, "r0", func(c *Config) { c.SecretKey = key })
+	mux := http.NewServeMux()
+	Routes(mux, r.Service, RouteOptions{})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	var got []string
+	var mu sync.Mutex
+	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		mu.Lock()
+		got = append(got, req.Header.Get("X-Api-Key"))
+		mu.Unlock()
+	}))
+	defer h.Close()
+	body := `{"schedule":"@hourly","action":{"type":"http","url":"` + h.URL + `","headers":{"X-Api-Key":"s3cr3t-value"}}}`
+	code, m := doJSON(t, "PUT", srv.URL+"/v1/schedule/tasks/hook?ns=acme", body)
+	if code != 201 || m["action"].(map[string]any)["headers"].(map[string]any)["X-Api-Key"] != Redacted {
+		t.Fatalf("PUT = %d %v; want the header redacted", code, m)
+	}
+	for _, th := range listThings(t, db, Namespace, typeTask) {
+		if strings.Contains(string(th.Data), "s3cr3t") {
+			t.Fatalf("stored task holds the header value in clear: %s", th.Data)
+		}
+	}
+	_, m = doJSON(t, "GET", srv.URL+"/v1/schedule/tasks/hook?ns=acme", "")
+	back, _ := json.Marshal(map[string]any{"schedule": "@daily", "action": m["action"]})
+	if code, m := doJSON(t, "PUT", srv.URL+"/v1/schedule/tasks/hook?ns=acme", string(back)); code != 200 {
+		t.Fatalf("PUT of the task as read = %d %v", code, m)
+	}
+	doJSON(t, "POST", srv.URL+"/v1/schedule/tasks/hook/run?ns=acme", "")
+	waitFor(t, "the call", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	if got[0] != "s3cr3t-value" {
+		t.Errorf("the receiver got X-Api-Key %q; want the value given", got[0])
+	}
+	// A new task cannot send the placeholder.
+	if code, m := doJSON(t, "PUT", srv.URL+"/v1/schedule/tasks/other?ns=acme", string(back)); code != 400 || !strings.Contains(errMessage(m), "send the value") {
+		t.Errorf("PUT of a placeholder for a new task = %d %v; want 400", code, m)
+	}
+	// A replica without the key says so instead of sending garbage.
+	r2 := startReplica(t, db, clk, "nokey", nil)
+	res, err := r2.RunTask(context.Background(), connect.NewRequest(&schedulev1.RunTaskRequest{Ns: "acme", Name: "hook"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAdvancing(t, clk, 10*time.Second, "the keyless run to fail", func() bool {
+		g, _ := r2.GetRun(context.Background(), connect.NewRequest(&schedulev1.GetRunRequest{Ns: "acme", Name: "hook", Id: res.Msg.Run.Id}))
+		return g != nil && g.Msg.Run.Status == statusFailed && strings.Contains(g.Msg.Run.Error, "DOTDO_SECRET_KEY")
 	})
 }

@@ -34,6 +34,9 @@ func checkTaskRef(ns, name string) error {
 // view returns a copy of pb for callers, with the next scheduled time.
 func (s *Service) view(pb *schedulev1.Task) *schedulev1.Task {
 	out := proto.Clone(pb).(*schedulev1.Task)
+	if out.Action != nil {
+		out.Action.Headers = redactHeaders(out.Action)
+	}
 	if out.Enabled == nil {
 		t := true
 		out.Enabled = &t
@@ -72,6 +75,9 @@ func (s *Service) PutTask(ctx context.Context, req *connect.Request[schedulev1.P
 	now := micros(s.clock.Now())
 	pb.UpdatedAt, pb.CreatedAt = now, now
 	if cur != nil {
+		if err := keepRedacted(pb, cur); err != nil {
+			return nil, err
+		}
 		pb.CreatedAt = cur.CreatedAt
 		if pb.Enabled == nil {
 			pb.Enabled = cur.Enabled
@@ -80,6 +86,14 @@ func (s *Service) PutTask(ctx context.Context, req *connect.Request[schedulev1.P
 	if pb.Enabled == nil {
 		t := true
 		pb.Enabled = &t
+	}
+	for k, v := range pb.GetAction().GetHeaders() {
+		if v == Redacted {
+			return nil, invalid("action.headers: %s is %s; send the value", k, Redacted)
+		}
+	}
+	if err := s.sealHeaders(pb); err != nil {
+		return nil, err
 	}
 	if _, err := s.writeTask(ctx, pb, ver, cur == nil); err != nil {
 		if apierr.Is(err, apierr.PreconditionFailed) {

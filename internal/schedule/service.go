@@ -115,6 +115,9 @@ type Config struct {
 	Builtins     []Builtin
 	// Queue sends queue actions' messages; nil refuses queue actions.
 	Queue QueueSender
+	// SecretKey (32 bytes), when set, seals HTTP actions' header values
+	// at rest; every replica needs the same.
+	SecretKey []byte
 	// Jitter returns a number in [0, 1) for retry backoff; default
 	// math/rand.
 	Jitter func() float64

@@ -161,7 +161,7 @@ func (s *Service) checkAction(pb *schedulev1.Task) error {
 			return invalid("action.headers has more than %d headers", MaxHeaders)
 		}
 		for k, v := range a.Headers {
-			if !validHeaderName(k) || strings.ContainsAny(v, "\r\n\x00") || len(v) > 4096 {
+			if !validHeaderName(k) || (!strings.HasPrefix(v, sealedPrefix) && (strings.ContainsAny(v, "\r\n\x00") || len(v) > 4096)) {
 				return invalid("action.headers: %q is not a valid header", k)
 			}
 			switch strings.ToLower(k) {
