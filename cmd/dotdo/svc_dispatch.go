@@ -31,6 +31,7 @@ type dispatchConfig struct {
 	CacheDir       string
 	MaxModuleBytes int64
 	Defaults       dispatch.Limits
+	AllowPrivate   bool
 }
 
 // dispatchOptions are the dispatch service's flags and environment variables.
@@ -42,6 +43,7 @@ func dispatchOptions() []*option {
 		{flag: "dispatch-wall-limit", env: "DOTDO_DISPATCH_WALL_LIMIT", def: "5s", help: "default wall-clock limit of one request to a script (namespaces may set up to 60s)"},
 		{flag: "dispatch-memory-limit", env: "DOTDO_DISPATCH_MEMORY_LIMIT", def: "128MiB", help: "default memory limit of a script instance (namespaces may set up to 1GiB)"},
 		{flag: "dispatch-subrequests", env: "DOTDO_DISPATCH_SUBREQUESTS", def: "50", help: "default number of host calls (fetch, things) one request may make"},
+		{flag: "dispatch-allow-private-egress", env: "DOTDO_DISPATCH_ALLOW_PRIVATE_EGRESS", def: "false", help: "let scripts' fetches reach loopback, private and link-local addresses when their namespace allows the host (off: only public addresses)"},
 		{flag: "dispatch-response-limit", env: "DOTDO_DISPATCH_RESPONSE_LIMIT", def: "8MiB", help: "default largest response a script may write"},
 	}
 }
@@ -89,6 +91,12 @@ func (q *dispatchConfig) parse(c *config, l optionLookup) error {
 		return l.bad("dispatch-response-limit", "want a size from 1KiB to 64MiB, such as 8MiB")
 	}
 	q.Defaults.ResponseBytes = r
+	switch v := l.get("dispatch-allow-private-egress").value; v {
+	case "true", "false":
+		q.AllowPrivate = v == "true"
+	default:
+		return l.bad("dispatch-allow-private-egress", "use true or false")
+	}
 	return nil
 }
 
@@ -118,7 +126,7 @@ func wireDispatch(ctx context.Context, w *wiring) error {
 	log := w.log.With("service", "dispatch")
 	svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
 		CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
-		Reserved: reservedHosts(w.cfg),
+		Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate,
 	}, log)
 	if err != nil {
 		return err

@@ -47,8 +47,16 @@ type Config struct {
 	// those made through another replica within TTL.
 	TTL time.Duration
 	// Client makes the scripts' fetches; nil uses a client with no proxy
-	// that does not follow redirects.
+	// that does not follow redirects and, unless AllowPrivateEgress, only
+	// connects to public addresses.
 	Client *http.Client
+	// AllowPrivateEgress lets fetches reach loopback, private and
+	// link-local addresses when a namespace's policy allows the host. Off,
+	// an allowlist entry (set by whoever holds deploy:write) cannot open
+	// the host's network or the cloud's metadata service to tenant code;
+	// an outbound handler, set the same way, is reached only at a public
+	// address too.
+	AllowPrivateEgress bool
 	// Metrics, when set, receives the per-script metrics.
 	Metrics Registerer
 	// MaxConcurrent caps the instances running at once; more requests
@@ -127,10 +135,7 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 		cfg.TTL = 2 * time.Second
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{
-			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+		cfg.Client = fetchClient(cfg.AllowPrivateEgress)
 	}
 	pattern, err := parsePattern(cfg.HostPattern)
 	if err != nil {

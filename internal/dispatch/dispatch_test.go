@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -117,6 +118,9 @@ func TestEchoCGI(t *testing.T) {
 		"X-Custom", "yes", "Content-Type", "text/plain", "Authorization", "Bearer sk_live_secret")
 	if r.status != 201 || r.header.Get("X-Echo") != "yes" {
 		t.Fatalf("echo = %s %v; want 201 with X-Echo", r, r.header)
+	}
+	if r.header.Get("Content-Security-Policy") != "sandbox" {
+		t.Errorf("path route response without Content-Security-Policy: sandbox")
 	}
 	var got struct {
 		Method  string
@@ -261,7 +265,7 @@ func TestFetchPolicy(t *testing.T) {
 	}))
 	defer handler.Close()
 
-	e := newEnv(t, thingsdb.SQLite, Config{})
+	e := newEnv(t, thingsdb.SQLite, Config{AllowPrivateEgress: true}) // the test servers are on loopback
 	host := strings.TrimPrefix(allowedSrv.URL, "http://")
 	e.putNamespace("listed", NamespaceInput{Outbound: Outbound{Mode: OutboundAllowlist, Allow: []string{host}}, Limits: Limits{Subrequests: 3}})
 	e.putNamespace("proxied", NamespaceInput{Outbound: Outbound{Mode: OutboundHandler, Handler: handler.URL}})
@@ -468,5 +472,36 @@ func TestCustomHosts(t *testing.T) {
 	}
 	if e.s.MatchHost("www.acme.example") {
 		t.Fatalf("a deleted script's host still matches")
+	}
+}
+
+// TestFetchRefusesPrivateAddresses checks that an allowlist cannot open
+// loopback or link-local addresses to tenant code unless the operator
+// allows it.
+func TestFetchRefusesPrivateAddresses(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a fetch reached the loopback server: %s", r.URL)
+	}))
+	defer srv.Close()
+	e := newEnv(t, thingsdb.SQLite, Config{})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	e.putNamespace("greedy", NamespaceInput{Outbound: Outbound{Mode: OutboundAllowlist, Allow: []string{host, "localhost", "169.254.169.254"}}})
+	e.mustDeploy("greedy", "notes", worker(t, "notes"), nil)
+	for _, u := range []string{srv.URL + "/", "http://localhost:" + strings.Split(host, ":")[1] + "/", "http://169.254.169.254/latest/meta-data/"} {
+		if r := e.do("GET", "/dispatch/greedy/notes/fetch?url="+u, nil); r.status != 502 || !contains(string(r.body), "forbidden") {
+			t.Errorf("fetch %s = %s; want forbidden inside the module", u, r)
+		}
+	}
+}
+
+func TestPublicAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"8.8.8.8": true, "2606:4700::1111": true, "127.0.0.1": false, "10.1.2.3": false, "192.168.0.1": false,
+		"172.16.0.1": false, "169.254.169.254": false, "100.64.0.1": false, "::1": false, "fd00::1": false,
+		"fe80::1": false, "0.0.0.0": false, "224.0.0.1": false, "::ffff:127.0.0.1": false,
+	} {
+		if got := publicAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("publicAddr(%s) = %v; want %v", addr, got, want)
+		}
 	}
 }

@@ -196,6 +196,9 @@ func (h *host) fetch(ctx context.Context, st *callState, arg []byte) (any, error
 		if ctx.Err() != nil {
 			return nil, apierr.New(apierr.Timeout, "fetch: the request's time ran out")
 		}
+		if errors.Is(err, errPrivateAddress) {
+			return nil, apierr.New(apierr.Forbidden, "fetch %s: the host resolves to a private or loopback address", u.Host)
+		}
 		return nil, apierr.New(apierr.Unavailable, "fetch %s: %v", u.Host, errors.Unwrap(err))
 	}
 	defer res.Body.Close()

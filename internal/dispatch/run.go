@@ -123,6 +123,12 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, q Request) {
 	for k, vs := range res.header {
 		h[k] = vs
 	}
+	if !q.ViaHost {
+		// The path route shares the API's origin: a script's page must not
+		// run there as the API, nor set its cookies.
+		h.Del("Set-Cookie")
+		h.Set("Content-Security-Policy", "sandbox")
+	}
 	h.Set("Content-Length", strconv.Itoa(len(res.body)))
 	w.WriteHeader(res.status)
 	if r.Method != http.MethodHead {
