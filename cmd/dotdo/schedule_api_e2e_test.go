@@ -148,6 +148,12 @@ func TestScheduleAPIE2E(t *testing.T) {
 			if run["status"] != "succeeded" {
 				t.Fatalf("backup-database = %v", run)
 			}
+			m := string(do(t, "GET", base+"/metrics", nil).body)
+			for _, series := range []string{`dotdo_schedule_runs_total{status="succeeded"}`, `dotdo_schedule_claims_total{result="won"}`} {
+				if !strings.Contains(m, series) {
+					t.Errorf("/metrics lacks %s", series)
+				}
+			}
 			out := run["output"].(string)
 			file := strings.Fields(strings.TrimPrefix(out, "wrote "))[0]
 			p.stop()

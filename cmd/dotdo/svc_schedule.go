@@ -262,6 +262,11 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	if err != nil {
 		return err
 	}
+	for _, c := range svc.Collectors() {
+		if err := w.reg.Register(c); err != nil {
+			return fmt.Errorf("schedule metrics: %w", err)
+		}
+	}
 	for _, name := range off {
 		if err := svc.RemoveBuiltin(ctx, name); err != nil {
 			return fmt.Errorf("schedule: turn %s off: %w", name, err)

@@ -132,6 +132,7 @@ type Service struct {
 	client   *http.Client
 	builtins map[string]Builtin
 
+	m     *metrics
 	mu    sync.Mutex
 	tasks map[string]*entry
 	wake  chan struct{}
@@ -170,7 +171,7 @@ func New(db DB, cfg Config, log *slog.Logger) (*Service, error) {
 		cfg.Jitter = rand.Float64
 	}
 	s := &Service{db: db, cfg: cfg, log: log.With("service", "schedule"), clock: cfg.Clock,
-		builtins: map[string]Builtin{}, tasks: map[string]*entry{}, wake: make(chan struct{}, 1), bg: context.Background()}
+		builtins: map[string]Builtin{}, tasks: map[string]*entry{}, m: newMetrics(), wake: make(chan struct{}, 1), bg: context.Background()}
 	s.client = newHTTPClient(cfg.AllowPrivate)
 	for _, b := range cfg.Builtins {
 		if _, err := ParseSchedule(b.Schedule); err != nil {
@@ -520,8 +521,12 @@ func (s *Service) claim(ctx context.Context, t *task, id string, tick time.Time,
 	r := &runState{t: t, pb: &schedulev1.Run{Id: id, Ns: t.pb.Ns, Task: t.pb.Name, Trigger: trigger, ScheduledAt: micros(tick),
 		Status: statusRunning, Attempts: 1, StartedAt: micros(now), LeaseUntil: s.lease(t, now), Replica: s.cfg.Replica}}
 	if err := s.saveRun(ctx, r, true); err != nil {
+		if apierr.Is(err, apierr.PreconditionFailed) {
+			s.m.claim.WithLabelValues("lost").Inc()
+		}
 		return nil, err
 	}
+	s.m.claim.WithLabelValues("won").Inc()
 	claimed := proto.Clone(r.pb).(*schedulev1.Run)
 	if !wait {
 		s.wg.Add(1)
@@ -725,6 +730,9 @@ func (s *Service) attempts(ctx context.Context, r *runState, first int) {
 		if t.pb.Overlap != "allow" {
 			s.putLock(ctx, lockID(t.pb.Ns, t.pb.Name), r, 0, 0)
 		}
+		if n == 1 && r.pb.Trigger != "manual" {
+			s.m.fired(fromMicros(r.pb.ScheduledAt), now)
+		}
 		out, err := s.do(ctx, r, n)
 		end := s.clock.Now()
 		att := &schedulev1.Attempt{Number: int32(n), StartedAt: micros(now), EndedAt: micros(end), Status: statusSucceeded, Replica: s.cfg.Replica}
@@ -790,6 +798,7 @@ func (s *Service) lost(ctx context.Context, r *runState, err error) {
 func (s *Service) finish(ctx context.Context, r *runState, status, errMsg, out string) error {
 	now := s.clock.Now()
 	r.pb.Status, r.pb.Error, r.pb.Output, r.pb.EndedAt, r.pb.LeaseUntil, r.pb.NextAttemptAt = status, clip(errMsg, 500), clip(out, 1000), micros(now), 0, 0
+	s.m.runs.WithLabelValues(status).Inc()
 	if status == statusSkipped {
 		r.pb.Attempts = 0
 	} else {
