@@ -168,6 +168,18 @@ func TestMCPStreamableHTTP(t *testing.T) {
 				t.Errorf("whoami = %v; want the admin API key", out["whoami"])
 			}
 
+			// A thing as a resource, through the template.
+			up := mcpCall(t, cs, "db_upsert", map[string]any{"ns": "mcp-e2e", "id": "res:1", "type": "item", "data": map[string]any{"r": true}})
+			uri := up.StructuredContent.(map[string]any)["thing"].(map[string]any)["uri"].(string)
+			tpls, err := cs.ListResourceTemplates(ctx, nil)
+			if err != nil || len(tpls.ResourceTemplates) != 1 || tpls.ResourceTemplates[0].URITemplate != "dotdo://things/{ns}/{id}" {
+				t.Errorf("resources/templates/list = %v, %v", tpls, err)
+			}
+			rr, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: uri})
+			if err != nil || len(rr.Contents) != 1 || !strings.Contains(rr.Contents[0].Text, `"r":true`) {
+				t.Errorf("resources/read %s = %v, %v", uri, rr, err)
+			}
+
 			// A viewer: every tool that writes answers isError naming the
 			// permission, and nothing changes.
 			viewer := mcpHTTP(t, p, mcpKey(t, p, `{"name":"viewer","role":"viewer"}`))
@@ -348,6 +360,17 @@ func TestMCPStdio(t *testing.T) {
 		viewer := connect(t, "--url", p.url, "--key", mcpKey(t, p, `{"name":"v","role":"viewer"}`))
 		if res := mcpCall(t, viewer, "db_upsert", map[string]any{"ns": "stdio-remote", "id": "v", "type": "item"}); !res.IsError || !strings.Contains(mcptest.Text(res), "missing permission things:write") {
 			t.Errorf("viewer over stdio: %s", mcptest.Errorf("db_upsert", nil, res))
+		}
+	})
+
+	t.Run("help", func(t *testing.T) {
+		code, out := runBinary(t, []string{"mcp", "--help"}, nil)
+		if code != 0 || !strings.Contains(out, "--url") || !strings.Contains(out, "--data-dir") {
+			t.Errorf("dotdo mcp --help: exit %d, %s", code, out)
+		}
+		code, out = runBinary(t, []string{"mcp", "--url", "http://127.0.0.1:1"}, nil)
+		if code == 0 || !strings.Contains(out, "--key") {
+			t.Errorf("dotdo mcp --url without a key: exit %d, %s", code, out)
 		}
 	})
 
