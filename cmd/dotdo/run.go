@@ -54,6 +54,8 @@ Usage:
   dotdo migrate [flags]   apply database migrations and exit
   dotdo keys create --role admin [--ns a,b]
                           create an API key in the store and print it once
+  dotdo restore <file> [--data-dir d | --database-url u]
+                          load a backup-database backup into an empty store
   dotdo version           print the version
 
 Run "dotdo serve --help" for the flags and their environment variables.
