@@ -156,6 +156,42 @@ func TestEmailE2E(t *testing.T) {
 			if c := send(strings.Replace(welcome, "Ann", "Bob", 1), "signup-7"); c.status != http.StatusConflict {
 				t.Fatalf("same key, other body = %d %s; want 409", c.status, c.body)
 			}
+			// Concurrent requests with one key: one email, one id.
+			var wg sync.WaitGroup
+			ids := make([]any, 12)
+			one := `{"to":"once@x.test","subject":"once","text":"t"}`
+			for i := range ids {
+				wg.Go(func() {
+					req, _ := http.NewRequest("POST", base+"/v1/emails", strings.NewReader(one))
+					req.Header.Set("Authorization", "Bearer "+testKey)
+					req.Header.Set("Idempotency-Key", "concurrent-1")
+					res, err := httpClient.Do(req)
+					if err != nil {
+						return
+					}
+					var out map[string]any
+					json.NewDecoder(res.Body).Decode(&out)
+					res.Body.Close()
+					ids[i] = out["id"]
+				})
+			}
+			wg.Wait()
+			for i := range ids {
+				if ids[i] == nil || ids[i] != ids[0] {
+					t.Fatalf("concurrent requests with one key got ids %v; want one", ids)
+				}
+			}
+			if items := do(t, "GET", base+"/v1/emails?to=once@x.test", nil).json(t)["items"].([]any); len(items) != 1 {
+				t.Fatalf("concurrent requests with one key stored %d emails; want 1", len(items))
+			}
+			// Resend's own field spellings work too.
+			res = do(t, "POST", base+"/v1/emails", `{"to":["r@x.test"],"subject":"s","text":"t","reply_to":"support@acme.test","attachments":[{"filename":"a.txt","content":"aGk=","content_type":"text/plain"}]}`, "Authorization", "Bearer "+testKey)
+			if res.status != 202 {
+				t.Fatalf("Resend spellings = %d %s", res.status, res.body)
+			}
+			if v := waitEmail(t, base, res.json(t)["id"].(string), "sent"); v["replyTo"].([]any)[0] != "support@acme.test" || v["attachments"].([]any)[0].(map[string]any)["contentType"] != "text/plain" {
+				t.Fatalf("Resend spellings stored as %v", v)
+			}
 
 			// Bad input: the envelope, nothing queued.
 			for _, tc := range []struct{ body, want string }{

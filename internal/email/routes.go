@@ -166,6 +166,9 @@ func jsonError(err error) string {
 // request converts a REST email to the RPC form, refusing what cannot be
 // converted with the errors the service gives for the same faults.
 func request(in *Input, i int) (*emailv1.SendRequest, error) {
+	if err := in.normalize(); err != nil {
+		return nil, err
+	}
 	m := &emailv1.SendRequest{From: in.From, To: in.To, Cc: in.Cc, Bcc: in.Bcc, ReplyTo: in.ReplyTo, Subject: in.Subject,
 		Html: in.HTML, Text: in.Text, Template: in.Template, Headers: in.Headers}
 	if in.Data != nil {

@@ -53,6 +53,36 @@ type Input struct {
 	Headers     map[string]string `json:"headers,omitempty"`
 	Attachments []InAttachment    `json:"attachments,omitempty"`
 	ScheduledAt string            `json:"scheduledAt,omitempty"`
+	// Resend's own spellings, accepted so that its clients work unchanged.
+	ReplyToSnake     Addresses `json:"reply_to,omitempty"`
+	ScheduledAtSnake string    `json:"scheduled_at,omitempty"`
+}
+
+// normalize folds Resend's spellings into the canonical fields.
+func (in *Input) normalize() error {
+	if len(in.ReplyToSnake) > 0 {
+		if len(in.ReplyTo) > 0 {
+			return invalid("give replyTo or reply_to, not both")
+		}
+		in.ReplyTo, in.ReplyToSnake = in.ReplyToSnake, nil
+	}
+	if in.ScheduledAtSnake != "" {
+		if in.ScheduledAt != "" {
+			return invalid("give scheduledAt or scheduled_at, not both")
+		}
+		in.ScheduledAt, in.ScheduledAtSnake = in.ScheduledAtSnake, ""
+	}
+	for i := range in.Attachments {
+		a := &in.Attachments[i]
+		if a.ContentTypeSnake != "" && a.ContentType == "" {
+			a.ContentType = a.ContentTypeSnake
+		}
+		if a.ContentIDSnake != "" && a.ContentID == "" {
+			a.ContentID = a.ContentIDSnake
+		}
+		a.ContentTypeSnake, a.ContentIDSnake = "", ""
+	}
+	return nil
 }
 
 // InAttachment is an attachment as a caller sends it: content in base64.
@@ -61,6 +91,9 @@ type InAttachment struct {
 	Content     string `json:"content"`
 	ContentType string `json:"contentType,omitempty"`
 	ContentID   string `json:"contentId,omitempty"`
+	// Resend's spellings.
+	ContentTypeSnake string `json:"content_type,omitempty"`
+	ContentIDSnake   string `json:"content_id,omitempty"`
 }
 
 // Addresses is a list of mailboxes that also reads from a single string,
@@ -162,6 +195,9 @@ func validTagPart(s string) bool {
 // prepare validates in, renders its template and checks the suppression
 // list. A suppressed email comes back with status suppressed and Err set.
 func (s *Service) prepare(ctx context.Context, in *Input, test bool, now time.Time) (*prepared, error) {
+	if err := in.normalize(); err != nil {
+		return nil, err
+	}
 	ns := in.Ns
 	if ns == "" {
 		ns = DefaultNamespace
