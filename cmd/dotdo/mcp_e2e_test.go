@@ -261,6 +261,21 @@ func TestMCPHTTPAuth(t *testing.T) {
 		t.Errorf("GET /v1/things/demo without credentials: WWW-Authenticate %q; want Bearer", r.header.Get("WWW-Authenticate"))
 	}
 
+	// Every request is authenticated on its own: a key revoked while a
+	// client is connected stops working at its next call.
+	r = do(t, "POST", p.url+"/v1/auth/keys", `{"name":"short-lived","role":"viewer"}`)
+	key := r.json(t)
+	cs := mcpHTTP(t, p, key["secret"].(string))
+	if res := mcpCall(t, cs, "whoami", map[string]any{}); res.IsError {
+		t.Fatalf("whoami: %s", mcptest.Text(res))
+	}
+	if r := do(t, "DELETE", p.url+"/v1/auth/keys/"+key["key"].(map[string]any)["id"].(string), nil); r.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	if _, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "whoami", Arguments: map[string]any{}}); err == nil {
+		t.Errorf("whoami with a revoked key succeeded")
+	}
+
 	// Stateless: no server-to-client stream.
 	if r := do(t, "GET", p.url+"/mcp", nil, "Accept", "text/event-stream"); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET /mcp = %d; want 405 (stateless server)", r.status)
