@@ -105,7 +105,7 @@ type claim struct {
 func (s *Service) processBatch(ctx context.Context, ids []string) []result {
 	out := make([]result, len(ids))
 	seen := map[string]bool{}
-	var claims []*claim
+	var claims, ignored []*claim
 	for i, id := range ids {
 		if seen[id] {
 			continue // the same id twice in a batch: once is enough
@@ -133,9 +133,20 @@ func (s *Service) processBatch(ctx context.Context, ids []string) []result {
 			continue // processed, ignored, failed or rejected: done
 		}
 		c.version = t.Version
-		c.ev.Status = StatusProcessing
 		c.ev.Attempts++
+		if s.handlers[c.ev.Provider][c.ev.Type] == nil {
+			// Nothing to run: no claim, straight to ignored.
+			c.ev.Status, c.ev.Error, c.ev.ProcessedAt = StatusIgnored, "", s.Now().UnixMilli()
+			ignored = append(ignored, c)
+			continue
+		}
+		c.ev.Status = StatusProcessing
 		claims = append(claims, c)
+	}
+	if _, err := s.writeEvents(ctx, ignored); err != nil {
+		for _, c := range ignored {
+			out[c.i].err = err
+		}
 	}
 	claims, err := s.writeEvents(ctx, claims)
 	if err != nil {
