@@ -136,6 +136,10 @@ func (s *Service) Consume(ctx context.Context, queue string, h Handler) error {
 // deliver pulls from the queue's consumer and hands batches to h until ctx
 // is cancelled or the service closes, standing still while it is paused.
 func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Consumer, prefetch int, h Handler) {
+	// Handlers see a ctx cancelled by the caller's ctx or by Close.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
 	stopped := make(chan struct{})
 	go func() {
 		select {
@@ -177,7 +181,7 @@ func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Cons
 			}
 			continue
 		}
-		quit := s.batches(queue, ch, stopped, tick.C, h)
+		quit := s.batches(ctx, queue, ch, stopped, tick.C, h)
 		cc.Stop()
 		close(done)
 		// Messages fetched but never handed to the handler go back at once.
@@ -198,8 +202,7 @@ func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Cons
 
 // batches collects batches from ch and handles them; it returns true when
 // stopped, false when the queue was paused.
-func (s *Service) batches(queue string, ch chan jetstream.Msg, stopped <-chan struct{}, tick <-chan time.Time, h Handler) bool {
-	ctx := s.ctx
+func (s *Service) batches(ctx context.Context, queue string, ch chan jetstream.Msg, stopped <-chan struct{}, tick <-chan time.Time, h Handler) bool {
 	for {
 		var first jetstream.Msg
 		select {

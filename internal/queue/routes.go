@@ -399,11 +399,8 @@ func (m messageJSON) outgoing(batchDelay time.Duration) (Outgoing, error) {
 	}
 	switch o.ContentType {
 	case "json":
-		var c bytes.Buffer
-		if err := json.Compact(&c, m.Body); err != nil {
-			return o, apierr.New(apierr.Invalid, "body is not valid JSON")
-		}
-		o.Body = c.Bytes()
+		// The decoder has parsed the whole document: m.Body is valid JSON.
+		o.Body = m.Body
 	case "text", "bytes":
 		var s string
 		if err := json.Unmarshal(m.Body, &s); err != nil {
@@ -483,7 +480,7 @@ func (h *rest) doSend(w http.ResponseWriter, r *http.Request, batch bool) {
 		h.fail(w, r, err)
 		return
 	}
-	ids, err := h.s.Send(r.Context(), r.PathValue("name"), msgs...)
+	ids, err := h.s.send(r.Context(), r.PathValue("name"), msgs, false)
 	if err != nil {
 		h.fail(w, r, err)
 		return

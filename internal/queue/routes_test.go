@@ -310,6 +310,9 @@ func FuzzParseMessages(f *testing.F) {
 			if m.Delay < 0 || m.Delay > MaxDelay {
 				t.Fatalf("delay %s", m.Delay)
 			}
+			if m.ContentType == "json" && !json.Valid(m.Body) {
+				t.Fatalf("accepted invalid JSON body %q", m.Body)
+			}
 		}
 	})
 }
