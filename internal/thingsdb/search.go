@@ -513,7 +513,7 @@ func (s *Service) reindex(ctx context.Context, tx *sql.Tx, ns string) error {
 SELECT t.rowid, t.content,
   COALESCE((SELECT group_concat(json_extract(t.data, '$.' || f.value), ' ') FROM search_config c, json_each(c.fields) f WHERE c.ns = t.ns), ''),
   'n' || hex(t.ns) || 'q t' || hex(t.type) || 'q'
-FROM things t WHERE t.ns = ?`, ns)
+FROM things t WHERE t.ns = ? AND (t.content <> '' OR EXISTS (SELECT 1 FROM search_config c WHERE c.ns = t.ns AND c.fields <> '[]'))`, ns)
 	return err
 }
 
