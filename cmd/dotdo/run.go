@@ -54,6 +54,12 @@ Usage:
   dotdo migrate [flags]   apply database migrations and exit
   dotdo keys create --role admin [--ns a,b]
                           create an API key in the store and print it once
+  dotdo mcp [flags]       an MCP server on stdio (against --url with --key,
+                          or in-process on --data-dir)
+  dotdo deploy --ns tenant --name hello hello.wasm [--tag t]
+                          upload a WebAssembly worker to a running server
+  dotdo scripts list|rollback|delete --ns tenant
+                          list, roll back or delete workers of a namespace
   dotdo restore <file> [--data-dir d | --database-url u]
                           load a backup-database backup into an empty store
   dotdo version           print the version
