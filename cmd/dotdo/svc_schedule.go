@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -224,7 +225,12 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 		w.log.Warn("schedule: HTTP action headers are stored unsealed; set DOTDO_SECRET_KEY (the same on every replica) to seal them")
 	}
 	backuper, _ := w.db.(schedule.Backuper)
-	targets := healthTargets(w)
+	// The services wired after this one (webhooks, dispatch, mcp) are in
+	// w.ups only once serve has wired them all; the upstream's Routes hook
+	// below runs then, in serve's goroutine, and takes the full list.
+	var targets atomic.Pointer[[]schedule.HealthTarget]
+	first := healthTargets(w)
+	targets.Store(&first)
 	log := w.log.With("service", "schedule")
 	work := map[string]func(context.Context) (string, error){
 		"cleanup-expired-sessions":    schedule.PurgeExpired(db, "sessions and refresh tokens"),
@@ -233,7 +239,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 		"generate-missing-embeddings": schedule.GenerateMissingEmbeddings(db),
 		"update-analytics":            schedule.UpdateAnalytics(db),
 		"backup-database":             schedule.BackupDatabase(backuper, clock, filepath.Join(cfg.DataDir, "backups"), cfg.Schedule.Backups),
-		"health-check-services":       schedule.HealthCheckServices(db, clock, func() []schedule.HealthTarget { return targets }, 7*24*time.Hour, log),
+		"health-check-services":       schedule.HealthCheckServices(db, clock, func() []schedule.HealthTarget { return *targets.Load() }, 7*24*time.Hour, log),
 		"check-rate-limits":           schedule.CheckRateLimits(db, clock, w.schedule.limits),
 	}
 	descriptions := map[string]string{
@@ -286,9 +292,13 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 			return err
 		},
 	}
-	if cfg.has("gateway") {
-		authz := authorizer(cfg.Roles)
-		up.Routes = func(mux *http.ServeMux) { schedule.Routes(mux, svc, schedule.RouteOptions{Authorize: authz}) }
+	authz := authorizer(cfg.Roles)
+	up.Routes = func(mux *http.ServeMux) {
+		all := healthTargets(w)
+		targets.Store(&all)
+		if cfg.has("gateway") {
+			schedule.Routes(mux, svc, schedule.RouteOptions{Authorize: authz})
+		}
 	}
 	w.ups = append(w.ups, up)
 	w.log.Info("schedule service ready", "builtins", len(sc.Builtins), "off", off, "allowPrivate", sc.AllowPrivate)
