@@ -164,7 +164,7 @@ SELECT (SELECT count(*) FROM b) + 0 * (SELECT count(*) FROM ins)`, n).Scan(&got)
 		return got, err
 	}
 	var hi sql.NullInt64
-	if err := tx.QueryRowContext(ctx, "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM analytics_events WHERE rolled = 0 ORDER BY seq LIMIT ?)", n).Scan(&hi, new(int64)); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM analytics_events INDEXED BY analytics_events_tail WHERE rolled = 0 ORDER BY seq LIMIT ?)", n).Scan(&hi, new(int64)); err != nil {
 		return 0, err
 	}
 	if !hi.Valid {
@@ -172,17 +172,17 @@ SELECT (SELECT count(*) FROM b) + 0 * (SELECT count(*) FROM ins)`, n).Scan(&got)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO analytics_rollups (ns, name, gran, bucket, prop, value, count)
 SELECT * FROM (
-  SELECT e.ns, e.name, g.gran, (e.ts / g.w) * g.w, '', '', COUNT(*) FROM analytics_events e, `+grans+` g
+  SELECT e.ns, e.name, g.gran, (e.ts / g.w) * g.w, '', '', COUNT(*) FROM analytics_events e INDEXED BY analytics_events_tail, `+grans+` g
   WHERE e.rolled = 0 AND e.seq <= ?1 GROUP BY 1, 2, 3, 4
   UNION ALL
   SELECT e.ns, e.name, g.gran, (e.ts / g.w) * g.w, c.prop, `+s.d.propValue("c.prop")+`, COUNT(*)
-  FROM analytics_events e JOIN analytics_config c ON c.ns = e.ns AND c.name = e.name, `+grans+` g
+  FROM analytics_events e INDEXED BY analytics_events_tail JOIN analytics_config c ON c.ns = e.ns AND c.name = e.name, `+grans+` g
   WHERE e.rolled = 0 AND e.seq <= ?1 GROUP BY 1, 2, 3, 4, 5, 6
 ) WHERE true
 ON CONFLICT (ns, name, gran, prop, bucket, value) DO UPDATE SET count = analytics_rollups.count + excluded.count`, hi.Int64); err != nil {
 		return 0, err
 	}
-	res, err := tx.ExecContext(ctx, "UPDATE analytics_events SET rolled = 1 WHERE rolled = 0 AND seq <= ?", hi.Int64)
+	res, err := tx.ExecContext(ctx, "UPDATE analytics_events INDEXED BY analytics_events_tail SET rolled = 1 WHERE rolled = 0 AND seq <= ?", hi.Int64)
 	if err != nil {
 		return 0, err
 	}
