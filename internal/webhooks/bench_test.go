@@ -2,14 +2,20 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stripe/stripe-go/v82/webhook"
+
+	"github.com/dotdo/dotdo/internal/queue"
+	"github.com/dotdo/dotdo/internal/testdb"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // BenchmarkReceive measures POST /webhooks/stripe through the routes and
@@ -18,6 +24,10 @@ import (
 //	go test ./internal/webhooks -run '^$' -bench Receive -benchtime 5000x
 func BenchmarkReceive(b *testing.B) {
 	e := newEnv(b, "sqlite")
+	runReceive(b, e.srv.URL)
+}
+
+func runReceive(b *testing.B, url string) {
 	now := time.Now()
 	bodies := make([][]byte, b.N)
 	sigs := make([]string, b.N)
@@ -34,7 +44,7 @@ func BenchmarkReceive(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1) - 1
-			req, _ := http.NewRequest("POST", e.srv.URL+"/webhooks/stripe", bytes.NewReader(bodies[i]))
+			req, _ := http.NewRequest("POST", url+"/webhooks/stripe", bytes.NewReader(bodies[i]))
 			req.Header.Set("Stripe-Signature", sigs[i])
 			res, err := client.Do(req)
 			if err != nil || res.StatusCode != 200 {
@@ -54,4 +64,31 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkReceiveOnly is BenchmarkReceive without the consumers: the
+// acknowledgement path alone (verify, group commit, queue send, HTTP).
+func BenchmarkReceiveOnly(b *testing.B) {
+	log := quietLog()
+	db, err := thingsdb.New(testdb.Open(b, "sqlite"), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	q := openQueue(b)
+	svc, err := New(db, q, nil, nil, Config{Secrets: map[string][]string{Stripe: {stripeSecret}}}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := q.EnsureQueue(context.Background(), queue.Defaults(InboundQueue)); err != nil {
+		b.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	Routes(mux, svc, RouteOptions{})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	runReceive(b, srv.URL)
+	if g := svc.groups.Load(); g > 0 {
+		b.ReportMetric(float64(svc.grouped.Load())/float64(g), "deliveries/commit")
+	}
 }

@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
@@ -27,6 +28,9 @@ type commitReq struct {
 const (
 	maxGroup    = 100 // deliveries per transaction (and per queue send)
 	maxGroupOps = 900 // the db allows 1000 ops per batch
+	// maxGather bounds how long a group waits for deliveries still being
+	// verified.
+	maxGather = 500 * time.Microsecond
 )
 
 // store stores the event's ops and enqueues its id, grouped with others
@@ -44,12 +48,18 @@ func (s *Service) store(id string, ops []*dbv1.Op) (storedOnly bool, err error) 
 }
 
 func (s *Service) committer() {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		r, ok := <-s.commits
 		if !ok {
 			return
 		}
 		group, n := []*commitReq{r}, len(r.ops)
+		// Take what is waiting; while more deliveries are on their way
+		// (being read and verified), wait for them a little: one
+		// transaction for many is cheaper than many.
+		deadline := time.Now().Add(maxGather)
 	gather:
 		for len(group) < maxGroup && n < maxGroupOps {
 			select {
@@ -58,10 +68,26 @@ func (s *Service) committer() {
 					break gather
 				}
 				group, n = append(group, r), n+len(r.ops)
+				continue
 			default:
-				break gather
+			}
+			wait := time.Until(deadline)
+			if s.receiving.Load() <= int64(len(group)) || wait <= 0 {
+				break
+			}
+			timer.Reset(min(wait, 50*time.Microsecond))
+			select {
+			case r, ok := <-s.commits:
+				timer.Stop() // Go 1.23 timers: no stale tick to drain
+				if !ok {
+					break gather
+				}
+				group, n = append(group, r), n+len(r.ops)
+			case <-timer.C:
 			}
 		}
+		s.groups.Add(1)
+		s.grouped.Add(int64(len(group)))
 		s.commitGroup(group)
 	}
 }

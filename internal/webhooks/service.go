@@ -109,8 +109,9 @@ type Service struct {
 	// receiving counts deliveries being verified and stored.
 	receiving atomic.Int64
 	// group commit of inbound deliveries (commit.go)
-	startOnce sync.Once
-	commits   chan *commitReq
+	startOnce       sync.Once
+	commits         chan *commitReq
+	groups, grouped atomic.Int64 // group commits and the deliveries in them
 }
 
 var _ webhooksv1connect.WebhooksServiceHandler = (*Service)(nil)
