@@ -387,7 +387,7 @@ func (s *Service) patch(ctx context.Context, tx *sql.Tx, w *dbv1.Write, now int6
 	}
 	next.Ns, next.Id, next.IfVersion, next.Condition = w.Ns, w.Id, cur.Version, dbv1.Condition_CONDITION_MUST_EXIST
 	next.Embedding = cur.Embedding
-	if next.Content != cur.Content || !bytes.Equal(next.Data, cur.Data) {
+	if s.embedder != nil && (next.Content != cur.Content || !bytes.Equal(next.Data, cur.Data)) {
 		// An embedding made from the old text would be stale.
 		if cfg, err := s.config(ctx, w.Ns); err == nil && cfg.embedOnWrite {
 			next.Embedding = nil
