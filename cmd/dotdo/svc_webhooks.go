@@ -142,6 +142,9 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 		if err := svc.Start(ctx); err != nil {
 			return fmt.Errorf("start webhooks: %w", err)
 		}
+		if err := w.reg.Register(svc.Collector()); err != nil {
+			return fmt.Errorf("webhooks metrics: %w", err)
+		}
 		w.webhooks.svc = svc
 		api = svc
 		path, handler = webhooksv1connect.NewWebhooksServiceHandler(svc, w.serverOpts...)

@@ -119,6 +119,7 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 			old.Status = StatusReceived
 		}
 		s.recordDuplicate(ctx, id, m.RemoteIp, now)
+		s.metrics.inbound.WithLabelValues(m.Provider, "duplicate").Inc()
 		return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Duplicate: true, Status: old.Status}), nil
 	}
 	if storedOnly {
@@ -131,6 +132,7 @@ func (s *Service) Receive(ctx context.Context, req *connect.Request[webhooksv1.R
 		s.log.ErrorContext(ctx, "store webhook event", "provider", m.Provider, "id", id, "err", err)
 		return nil, apierr.New(apierr.Unavailable, "the event could not be stored; retry")
 	}
+	s.metrics.inbound.WithLabelValues(m.Provider, "accepted").Inc()
 	return connect.NewResponse(&webhooksv1.ReceiveResponse{Id: id, Status: StatusReceived}), nil
 }
 
@@ -158,6 +160,7 @@ func (s *Service) recordDuplicate(ctx context.Context, id, remoteIP string, now 
 // reject records a refused request with its reason and returns the error
 // to answer. The reason is safe to show: it never names a secret.
 func (s *Service) reject(ctx context.Context, m *webhooksv1.ReceiveRequest, code apierr.Code, reason string) error {
+	s.metrics.inbound.WithLabelValues(m.Provider, "rejected").Inc()
 	now := s.Now()
 	ev := eventJSON{Provider: m.Provider, Status: StatusRejected, Reason: reason, ReceivedAt: now.UnixMilli(), RemoteIP: m.RemoteIp, Size: len(m.Body)}
 	if typ := m.Headers["X-Github-Event"]; m.Provider == GitHub && len(typ) <= 128 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	dto "github.com/prometheus/client_model/go"
 
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
@@ -114,6 +115,11 @@ func TestRejectionsRecorded(t *testing.T) {
 	// Nothing was stored under the event's id.
 	if _, err := e.svc.get(e.ctx, Namespace, "stripe:evt_rej", nil); err == nil {
 		t.Fatal("a rejected event was stored under its id")
+	}
+	var m dto.Metric
+	e.svc.metrics.inbound.WithLabelValues(Stripe, "rejected").Write(&m)
+	if n := m.GetCounter().GetValue(); n != 2 {
+		t.Fatalf("dotdo_webhooks_inbound_total{stripe,rejected} = %v; want 2", n)
 	}
 	// Unknown provider: 404.
 	if code, _ := e.post("paypal", hdr(), body); code != 404 {

@@ -620,17 +620,19 @@ func (o *outbound) Deliver(ctx context.Context, id string) (time.Duration, error
 		d.Log = d.Log[len(d.Log)-20:]
 	}
 	var next time.Duration
+	result := "retry"
+	defer func() { s.metrics.outbound.WithLabelValues(result).Inc() }()
 	switch {
 	case aerr == nil && code >= 200 && code < 300:
-		d.Status = DeliverySucceeded
+		d.Status, result = DeliverySucceeded, "succeeded"
 	case code == http.StatusGone:
-		d.Status = DeliveryFailed
+		d.Status, result = DeliveryFailed, "gone"
 		e.Disabled, e.DisabledReason = true, "the endpoint answered 410 Gone"
 		if _, err := s.saveEndpoint(ctx, et, e); err != nil {
 			return 0, err
 		}
 	case d.Attempts >= len(Schedule):
-		d.Status = DeliveryFailed
+		d.Status, result = DeliveryFailed, "failed"
 	default:
 		next = Schedule[d.Attempts]
 		if retryAfter > next {

@@ -159,10 +159,18 @@ func (s *Service) processBatch(ctx context.Context, ids []string) []result {
 		s.yieldToDeliveries(ctx)
 		out[c.i].delay = s.runHandler(ctx, c)
 	}
-	if _, err := s.writeEvents(ctx, claims); err != nil {
+	written, err := s.writeEvents(ctx, claims)
+	if err != nil {
 		for _, c := range claims {
 			out[c.i] = result{err: err}
 		}
+	}
+	for _, c := range append(written, ignored...) {
+		st := c.ev.Status
+		if st == StatusReceived {
+			st = "retry"
+		}
+		s.metrics.processed.WithLabelValues(c.ev.Provider, st).Inc()
 	}
 	return out
 }

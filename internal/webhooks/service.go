@@ -104,7 +104,8 @@ type Service struct {
 	// handlers by provider and event type.
 	handlers map[string]map[string]handler
 	// outbound delivery
-	out *outbound
+	out     *outbound
+	metrics *metrics
 
 	// receiving counts deliveries being verified and stored.
 	receiving atomic.Int64
@@ -149,7 +150,7 @@ func New(db DB, q Queue, users Users, email Email, cfg Config, log *slog.Logger)
 			}
 		}
 	}
-	s := &Service{cfg: cfg, db: db, queue: q, users: users, email: email, log: log.With("service", "webhooks"), Now: time.Now}
+	s := &Service{cfg: cfg, db: db, queue: q, users: users, email: email, log: log.With("service", "webhooks"), Now: time.Now, metrics: newMetrics()}
 	s.handlers = s.routes()
 	s.out = newOutbound(s, cfg.Outbound)
 	return s, nil

@@ -1,0 +1,38 @@
+package webhooks
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the service's Prometheus series in this process.
+type metrics struct {
+	inbound   *prometheus.CounterVec // provider, outcome
+	processed *prometheus.CounterVec // provider, status
+	outbound  *prometheus.CounterVec // result
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_inbound_total",
+			Help: "Inbound webhook requests by provider and outcome (accepted, duplicate, rejected)."}, []string{"provider", "outcome"}),
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_processed_total",
+			Help: "Inbound events processed by provider and resulting status (processed, ignored, failed, retry)."}, []string{"provider", "status"}),
+		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_outbound_attempts_total",
+			Help: "Outbound delivery attempts by result (succeeded, retry, failed, gone, refused)."}, []string{"result"}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.inbound.Describe(ch)
+	m.processed.Describe(ch)
+	m.outbound.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.inbound.Collect(ch)
+	m.processed.Collect(ch)
+	m.outbound.Collect(ch)
+}
+
+// Collector returns the service's metrics for a registry.
+func (s *Service) Collector() prometheus.Collector { return s.metrics }
