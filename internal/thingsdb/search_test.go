@@ -51,8 +51,8 @@ func code(err error) apierr.Code {
 	return apierr.From(err).Code
 }
 
-func postgresOpen(u string) (*sql.DB, error) {
-	db, err := postgres.Open(ctx, u, 10)
+func postgresOpen(u string, conns int) (*sql.DB, error) {
+	db, err := postgres.Open(ctx, u, conns)
 	if err != nil {
 		return nil, err
 	}
@@ -384,8 +384,8 @@ func TestVectorAcrossReplicas(t *testing.T) {
 		t.Skip("needs DOTDO_TEST_POSTGRES_URL: replicas share a PostgreSQL database")
 	}
 	u := testdb.SchemaURL(t)
-	open := func() *thingsdb.Service {
-		db, err := postgresOpen(u)
+	open := func(conns int) *thingsdb.Service {
+		db, err := postgresOpen(u, conns)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,7 +397,9 @@ func TestVectorAcrossReplicas(t *testing.T) {
 		t.Cleanup(func() { svc.Close() })
 		return svc
 	}
-	a, b := open(), open()
+	// B has a pool of one connection: following the other replicas must
+	// not take it.
+	a, b := open(10), open(1)
 	v := []float32{0.1, 0.9, 0.3, 0.4}
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("r%d", i)

@@ -79,39 +79,61 @@ func (s *Service) follow(ctx context.Context, ready chan<- error) {
 }
 
 // listen holds one connection in LISTEN, calls loaded once listening, and
-// applies notifications until ctx ends or the connection fails.
+// applies notifications until ctx ends or the connection fails. The
+// connection is its own, opened with the pool's settings, so it never
+// takes one of the pool's connections (which may be few).
 func (s *Service) listen(ctx context.Context, loaded func() error) error {
-	conn, err := s.be.Read.Conn(ctx)
+	cfg, err := s.pgConfig(ctx)
 	if err != nil {
 		return err
 	}
+	pc, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pc.Close(context.Background())
+	var schema string
+	if err := pc.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return err
+	}
+	channel := "dotdo_things_" + schema
+	if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		return err
+	}
+	if err := loaded(); err != nil {
+		return err
+	}
+	for {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if n != nil {
+			s.applyNotification(ctx, n.Payload)
+		}
+	}
+}
+
+// pgConfig returns a copy of the connection settings of the pool.
+func (s *Service) pgConfig(ctx context.Context) (*pgx.ConnConfig, error) {
+	conn, err := s.be.Read.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
+	var cfg *pgx.ConnConfig
+	err = conn.Raw(func(dc any) error {
 		sc, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return errors.New("vector index: the PostgreSQL driver is not pgx")
 		}
-		pc := sc.Conn()
-		var schema string
-		if err := pc.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-			return err
-		}
-		channel := "dotdo_things_" + schema
-		if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
-			return err
-		}
-		defer pc.Exec(context.Background(), "UNLISTEN *")
-		if err := loaded(); err != nil {
-			return err
-		}
-		for {
-			n, err := pc.WaitForNotification(ctx)
-			if err != nil {
-				return err
-			}
-			s.applyNotification(ctx, n.Payload)
-		}
+		cfg = sc.Conn().Config().Copy()
+		// The copy would deliver notifications to the pool
+		// connection's buffer; the new connection sets its own.
+		cfg.OnNotification = nil
+		return nil
 	})
+	return cfg, err
 }
 
 // applyNotification re-reads the thing a notification names.
