@@ -74,3 +74,38 @@ func TestEmailSplitE2E(t *testing.T) {
 		})
 	}
 }
+
+// TestEmailFlowsThreeProcesses runs the gateway, auth and email each in
+// its own process: the flow routes in the gateway call the auth process's
+// AuthFlowsService, which sends through the email process.
+func TestEmailFlowsThreeProcesses(t *testing.T) {
+	b := newBackend(t, "sqlite")
+	token := "DOTDO_INTERNAL_TOKEN=" + internalToken
+	svc := startProc(t, "db,queue,email", append([]string{"--services", "db,queue,email"}, b.args()...), []string{token})
+	authProc := startProc(t, "auth", []string{"--services", "auth", "--db-url", svc.url, "--email-url", svc.url, "--data-dir", t.TempDir()}, []string{token})
+	gw := startProc(t, "gateway", []string{"--services", "gateway", "--db-url", svc.url, "--auth-url", authProc.url, "--email-url", svc.url}, []string{token})
+	base := gw.url
+	if res := do(t, "POST", base+"/v1/auth/users", `{"email":"three@x.test","password":"three processes"}`); res.status != http.StatusCreated {
+		t.Fatalf("create user = %d %s", res.status, res.body)
+	}
+	if res := do(t, "POST", base+"/v1/auth/password/forgot", `{"email":"three@x.test"}`, "Authorization", ""); res.status != http.StatusAccepted {
+		t.Fatalf("forgot = %d %s", res.status, res.body)
+	}
+	tok := flowToken(t, base, "three@x.test", "password-reset")
+	if res := do(t, "POST", base+"/v1/auth/password/reset", `{"token":"`+tok+`","password":"a new password"}`, "Authorization", ""); res.status != http.StatusOK {
+		t.Fatalf("reset = %d %s", res.status, res.body)
+	}
+	if res := do(t, "POST", base+"/v1/auth/password/reset", `{"token":"`+tok+`","password":"a new password"}`, "Authorization", ""); res.status != http.StatusUnauthorized {
+		t.Fatalf("reset token reused across processes = %d %s; want 401", res.status, res.body)
+	}
+	if res := do(t, "POST", base+"/v1/auth/login", `{"email":"three@x.test","password":"a new password"}`, "Authorization", ""); res.status != http.StatusOK {
+		t.Fatalf("login with the new password = %d %s", res.status, res.body)
+	}
+	res := do(t, "POST", base+"/v1/auth/invites", `{"email":"inv@x.test"}`)
+	if res.status != http.StatusCreated {
+		t.Fatalf("invite = %d %s", res.status, res.body)
+	}
+	if res := do(t, "POST", base+"/v1/auth/invites/accept", `{"token":"`+flowToken(t, base, "inv@x.test", "invite")+`","password":"accepted here"}`, "Authorization", ""); res.status != http.StatusOK {
+		t.Fatalf("accept = %d %s", res.status, res.body)
+	}
+}

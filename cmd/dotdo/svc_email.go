@@ -17,6 +17,7 @@ import (
 	"github.com/dotdo/dotdo/internal/auth"
 	"github.com/dotdo/dotdo/internal/email"
 	"github.com/dotdo/dotdo/internal/gateway"
+	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
 	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/email/v1/emailv1connect"
 	"github.com/dotdo/dotdo/internal/ratelimit"
@@ -133,6 +134,7 @@ func wireEmail(ctx context.Context, w *wiring) error {
 	ec := &w.cfg.Email
 	if !w.cfg.has("email") {
 		if ec.URL == "" {
+			wireAuthFlows(w) // a gateway apart from auth forwards to it
 			return nil
 		}
 		client := emailv1connect.NewEmailServiceClient(w.client, ec.URL, w.clientOpts...)
@@ -194,37 +196,45 @@ func wireEmail(ctx context.Context, w *wiring) error {
 
 // wireAuthFlows gives the auth service in this process its email flows
 // (password reset, verification, invitations, magic links) over the email
-// binding, with their routes when the gateway runs here too.
+// binding, served over Connect (AuthFlowsService) and, with the gateway
+// here, as REST routes; a gateway apart from auth serves the routes over a
+// client to the auth process.
 func wireAuthFlows(w *wiring) {
-	if w.authSvc == nil || w.email.api == nil {
-		return
-	}
 	ec := &w.cfg.Email
-	from := ec.From
-	if from == "" {
-		host := "localhost"
-		if u, err := url.Parse(w.cfg.PublicURL); err == nil && u.Hostname() != "" {
-			host = u.Hostname()
-		}
-		from = ec.AppName + " <noreply@" + host + ">"
-	}
-	flows := auth.NewFlows(w.authSvc, w.email.api, auth.FlowConfig{AppName: ec.AppName, LinkURL: ec.LinkURL, From: from})
-	if !w.cfg.has("gateway") {
-		return
-	}
 	// The routes that send email to any address are limited per address
 	// (5 in 15 minutes) and per IP (50), in Redis when the gateway's
 	// limits are.
 	opts := auth.RouteOptions{Can: w.can, CustomRoles: w.cfg.Roles}
-	if lim, err := newLimits(w.cfg, w.log); err == nil {
-		opts.LoginThrottle = &loginThrottle{limiter: lim.limiter,
-			account: ratelimit.Policy{Name: "email-flow-address", Limit: 5, Period: 15 * time.Minute},
-			perIP:   ratelimit.Policy{Name: "email-flow-ip", Limit: 50, Period: 15 * time.Minute}}
+	if w.cfg.has("gateway") {
+		if lim, err := newLimits(w.cfg, w.log); err == nil {
+			opts.LoginThrottle = &loginThrottle{limiter: lim.limiter,
+				account: ratelimit.Policy{Name: "email-flow-address", Limit: 5, Period: 15 * time.Minute},
+				perIP:   ratelimit.Policy{Name: "email-flow-ip", Limit: 50, Period: 15 * time.Minute}}
+		}
 	}
-	w.ups = append(w.ups, gateway.Upstream{
-		Name: "auth-flows", Prefixes: auth.FlowPrefixes, Open: auth.FlowOpenRoutes,
-		Routes: func(mux *http.ServeMux) {
-			auth.FlowRoutes(mux, flows, opts)
-		},
-	})
+	up := gateway.Upstream{Name: "auth-flows", Prefixes: auth.FlowPrefixes, Open: auth.FlowOpenRoutes}
+	var api auth.FlowsAPI
+	switch {
+	case w.authSvc != nil && w.email.api != nil:
+		from := ec.From
+		if from == "" {
+			host := "localhost"
+			if u, err := url.Parse(w.cfg.PublicURL); err == nil && u.Hostname() != "" {
+				host = u.Hostname()
+			}
+			from = ec.AppName + " <noreply@" + host + ">"
+		}
+		svc := auth.NewFlows(w.authSvc, w.email.api, auth.FlowConfig{AppName: ec.AppName, LinkURL: ec.LinkURL, From: from}).Service()
+		api = svc
+		up.RPCPath, up.RPC = authv1connect.NewAuthFlowsServiceHandler(svc, w.serverOpts...)
+	case w.authSvc == nil && w.cfg.has("gateway") && w.cfg.AuthURL != "":
+		api = authv1connect.NewAuthFlowsServiceClient(w.client, w.cfg.AuthURL, w.clientOpts...)
+		up.RPCPath, up.RPC = "/"+authv1connect.AuthFlowsServiceName+"/", proxy(w.cfg.AuthURL, w.cfg.InternalToken, w.client.Transport)
+	default:
+		return
+	}
+	if w.cfg.has("gateway") {
+		up.Routes = func(mux *http.ServeMux) { auth.FlowRoutes(mux, api, opts) }
+	}
+	w.ups = append(w.ups, up)
 }

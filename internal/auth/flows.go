@@ -20,6 +20,7 @@ import (
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
+	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
 	"github.com/dotdo/dotdo/internal/identity"
@@ -405,6 +406,104 @@ func (f *Flows) MagicLogin(ctx context.Context, token, ip, userAgent string) (*a
 	return tokens, nil
 }
 
+// FlowService is the Connect form of the flows (AuthFlowsService).
+type FlowService struct{ f *Flows }
+
+var _ authv1connect.AuthFlowsServiceHandler = (*FlowService)(nil)
+
+// Service returns the Connect handler of the flows.
+func (f *Flows) Service() *FlowService { return &FlowService{f: f} }
+
+// FlowsAPI is what the flow routes need: the *FlowService in the auth
+// process, or a Connect client to it.
+type FlowsAPI interface {
+	ForgotPassword(context.Context, *connect.Request[authv1.ForgotPasswordRequest]) (*connect.Response[authv1.FlowSentResponse], error)
+	ResetPassword(context.Context, *connect.Request[authv1.ResetPasswordRequest]) (*connect.Response[authv1.ResetPasswordResponse], error)
+	SendVerification(context.Context, *connect.Request[authv1.SendVerificationRequest]) (*connect.Response[authv1.FlowSentResponse], error)
+	VerifyEmail(context.Context, *connect.Request[authv1.VerifyEmailRequest]) (*connect.Response[authv1.VerifyEmailResponse], error)
+	Verified(context.Context, *connect.Request[authv1.VerifiedRequest]) (*connect.Response[authv1.VerifiedResponse], error)
+	Invite(context.Context, *connect.Request[authv1.InviteRequest]) (*connect.Response[authv1.UserResponse], error)
+	AcceptInvite(context.Context, *connect.Request[authv1.AcceptInviteRequest]) (*connect.Response[authv1.TokensResponse], error)
+	SendMagicLink(context.Context, *connect.Request[authv1.SendMagicLinkRequest]) (*connect.Response[authv1.FlowSentResponse], error)
+	MagicLogin(context.Context, *connect.Request[authv1.MagicLoginRequest]) (*connect.Response[authv1.TokensResponse], error)
+}
+
+func (x *FlowService) ForgotPassword(ctx context.Context, req *connect.Request[authv1.ForgotPasswordRequest]) (*connect.Response[authv1.FlowSentResponse], error) {
+	m := req.Msg
+	if err := x.f.ForgotPassword(ctx, m.Email, m.Ip, m.Test); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.FlowSentResponse{}), nil
+}
+
+func (x *FlowService) ResetPassword(ctx context.Context, req *connect.Request[authv1.ResetPasswordRequest]) (*connect.Response[authv1.ResetPasswordResponse], error) {
+	m := req.Msg
+	if err := x.f.ResetPassword(ctx, m.Token, m.Password, m.Ip); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.ResetPasswordResponse{}), nil
+}
+
+func (x *FlowService) SendVerification(ctx context.Context, req *connect.Request[authv1.SendVerificationRequest]) (*connect.Response[authv1.FlowSentResponse], error) {
+	if err := x.f.SendVerification(ctx, req.Msg.UserId, req.Msg.Test); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.FlowSentResponse{}), nil
+}
+
+func (x *FlowService) VerifyEmail(ctx context.Context, req *connect.Request[authv1.VerifyEmailRequest]) (*connect.Response[authv1.VerifyEmailResponse], error) {
+	uid, err := x.f.VerifyEmail(ctx, req.Msg.Token, req.Msg.Ip)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.VerifyEmailResponse{UserId: uid}), nil
+}
+
+func (x *FlowService) Verified(ctx context.Context, req *connect.Request[authv1.VerifiedRequest]) (*connect.Response[authv1.VerifiedResponse], error) {
+	ok, err := x.f.Verified(ctx, req.Msg.UserId)
+	if err != nil {
+		return nil, x.f.s.internal(ctx, "verified status", err)
+	}
+	return connect.NewResponse(&authv1.VerifiedResponse{Verified: ok}), nil
+}
+
+func (x *FlowService) Invite(ctx context.Context, req *connect.Request[authv1.InviteRequest]) (*connect.Response[authv1.UserResponse], error) {
+	if req.Msg.User == nil {
+		return nil, apierr.New(apierr.Invalid, "user is required")
+	}
+	u, err := x.f.Invite(ctx, req.Msg.User, req.Msg.Inviter, req.Msg.Test)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.UserResponse{User: u}), nil
+}
+
+func (x *FlowService) AcceptInvite(ctx context.Context, req *connect.Request[authv1.AcceptInviteRequest]) (*connect.Response[authv1.TokensResponse], error) {
+	m := req.Msg
+	t, err := x.f.AcceptInvite(ctx, m.Token, m.Password, m.Name, m.Ip, m.UserAgent)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.TokensResponse{Tokens: t}), nil
+}
+
+func (x *FlowService) SendMagicLink(ctx context.Context, req *connect.Request[authv1.SendMagicLinkRequest]) (*connect.Response[authv1.FlowSentResponse], error) {
+	m := req.Msg
+	if err := x.f.SendMagicLink(ctx, m.Email, m.Ip, m.Test); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.FlowSentResponse{}), nil
+}
+
+func (x *FlowService) MagicLogin(ctx context.Context, req *connect.Request[authv1.MagicLoginRequest]) (*connect.Response[authv1.TokensResponse], error) {
+	m := req.Msg
+	t, err := x.f.MagicLogin(ctx, m.Token, m.Ip, m.UserAgent)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&authv1.TokensResponse{Tokens: t}), nil
+}
+
 // FlowPrefixes are the path prefixes of the flow routes.
 var FlowPrefixes = []string{"/v1/auth/password", "/v1/auth/email", "/v1/auth/invites", "/v1/auth/magic-link"}
 
@@ -419,9 +518,10 @@ var FlowOpenRoutes = []string{
 	"POST /v1/auth/magic-link/verify",
 }
 
-// FlowRoutes registers the flows' REST routes.
-func FlowRoutes(mux *http.ServeMux, f *Flows, opts RouteOptions) {
-	h := &flowRest{rest: rest{opts: opts}, f: f}
+// FlowRoutes registers the flows' REST routes; they call the flows through
+// api (the *FlowService, or a Connect client to the auth process).
+func FlowRoutes(mux *http.ServeMux, api FlowsAPI, opts RouteOptions) {
+	h := &flowRest{rest: rest{opts: opts}, api: api}
 	mux.HandleFunc("POST /v1/auth/password/forgot", h.forgot)
 	mux.HandleFunc("POST /v1/auth/password/reset", h.reset)
 	mux.HandleFunc("POST /v1/auth/email/verify/send", h.sendVerify)
@@ -442,11 +542,11 @@ func FlowThrottleKeys(email, ip string) []string {
 
 type flowRest struct {
 	rest
-	f *Flows
+	api FlowsAPI
 }
 
-// testCaller reports whether the caller (if any) is a test key: its emails go
-// to the outbox.
+// testCaller reports whether the caller (if any) is a test key: its
+// emails go to the outbox.
 func testCaller(r *http.Request) bool {
 	id := identity.From(r.Context())
 	return id != nil && id.Test
@@ -463,7 +563,7 @@ func (h *flowRest) forgot(w http.ResponseWriter, r *http.Request) {
 	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
 		return
 	}
-	if err := h.f.ForgotPassword(r.Context(), b.Email, ClientIP(r), testCaller(r)); err != nil {
+	if _, err := h.api.ForgotPassword(r.Context(), connect.NewRequest(&authv1.ForgotPasswordRequest{Email: b.Email, Ip: ClientIP(r), Test: testCaller(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -479,24 +579,32 @@ func (h *flowRest) reset(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if err := h.f.ResetPassword(r.Context(), b.Token, b.Password, ClientIP(r)); err != nil {
+	if _, err := h.api.ResetPassword(r.Context(), connect.NewRequest(&authv1.ResetPasswordRequest{Token: b.Token, Password: b.Password, Ip: ClientIP(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	h.ok(w, http.StatusOK, map[string]string{"status": "reset"})
 }
 
-func (h *flowRest) sendVerify(w http.ResponseWriter, r *http.Request) {
+// signedInUser returns the caller, who must be a user.
+func signedInUser(r *http.Request) (*authv1.Identity, error) {
 	id, err := caller(r)
+	if err != nil {
+		return nil, err
+	}
+	if id.Kind != "user" {
+		return nil, apierr.New(apierr.Forbidden, "only a signed-in user has an address to verify")
+	}
+	return id, nil
+}
+
+func (h *flowRest) sendVerify(w http.ResponseWriter, r *http.Request) {
+	id, err := signedInUser(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	if id.Kind != "user" {
-		h.fail(w, r, apierr.New(apierr.Forbidden, "only a signed-in user can verify their address"))
-		return
-	}
-	if err := h.f.SendVerification(r.Context(), id.Subject, testCaller(r)); err != nil {
+	if _, err := h.api.SendVerification(r.Context(), connect.NewRequest(&authv1.SendVerificationRequest{UserId: id.Subject, Test: testCaller(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -511,30 +619,26 @@ func (h *flowRest) verify(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	uid, err := h.f.VerifyEmail(r.Context(), b.Token, ClientIP(r))
+	res, err := h.api.VerifyEmail(r.Context(), connect.NewRequest(&authv1.VerifyEmailRequest{Token: b.Token, Ip: ClientIP(r)}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"userId": uid, "verified": true})
+	h.ok(w, http.StatusOK, map[string]any{"userId": res.Msg.UserId, "verified": true})
 }
 
 func (h *flowRest) verifiedStatus(w http.ResponseWriter, r *http.Request) {
-	id, err := caller(r)
+	id, err := signedInUser(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	if id.Kind != "user" {
-		h.fail(w, r, apierr.New(apierr.Forbidden, "only a signed-in user has an address to verify"))
-		return
-	}
-	ok, err := h.f.Verified(r.Context(), id.Subject)
+	res, err := h.api.Verified(r.Context(), connect.NewRequest(&authv1.VerifiedRequest{UserId: id.Subject}))
 	if err != nil {
-		h.fail(w, r, h.f.s.internal(r.Context(), "verified status", err))
+		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, map[string]any{"userId": id.Subject, "verified": ok})
+	h.ok(w, http.StatusOK, map[string]any{"userId": id.Subject, "verified": res.Msg.Verified})
 }
 
 func (h *flowRest) invite(w http.ResponseWriter, r *http.Request) {
@@ -551,14 +655,13 @@ func (h *flowRest) invite(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	id := identity.From(r.Context())
-	inviter := id.Email
-	u, err := h.f.Invite(r.Context(), &authv1.CreateUserRequest{Email: b.Email, Name: b.Name, Grants: b.Grants}, inviter, testCaller(r))
+	res, err := h.api.Invite(r.Context(), connect.NewRequest(&authv1.InviteRequest{
+		User: &authv1.CreateUserRequest{Email: b.Email, Name: b.Name, Grants: b.Grants}, Inviter: identity.From(r.Context()).GetEmail(), Test: testCaller(r)}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusCreated, userJSONOut(u))
+	h.ok(w, http.StatusCreated, userJSONOut(res.Msg.User))
 }
 
 func (h *flowRest) accept(w http.ResponseWriter, r *http.Request) {
@@ -571,12 +674,12 @@ func (h *flowRest) accept(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	t, err := h.f.AcceptInvite(r.Context(), b.Token, b.Password, b.Name, ClientIP(r), r.UserAgent())
+	res, err := h.api.AcceptInvite(r.Context(), connect.NewRequest(&authv1.AcceptInviteRequest{Token: b.Token, Password: b.Password, Name: b.Name, Ip: ClientIP(r), UserAgent: r.UserAgent()}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, tokensJSON(t))
+	h.ok(w, http.StatusOK, tokensJSON(res.Msg.Tokens))
 }
 
 func (h *flowRest) magic(w http.ResponseWriter, r *http.Request) {
@@ -590,7 +693,7 @@ func (h *flowRest) magic(w http.ResponseWriter, r *http.Request) {
 	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
 		return
 	}
-	if err := h.f.SendMagicLink(r.Context(), b.Email, ClientIP(r), testCaller(r)); err != nil {
+	if _, err := h.api.SendMagicLink(r.Context(), connect.NewRequest(&authv1.SendMagicLinkRequest{Email: b.Email, Ip: ClientIP(r), Test: testCaller(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -605,10 +708,10 @@ func (h *flowRest) magicVerify(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	t, err := h.f.MagicLogin(r.Context(), b.Token, ClientIP(r), r.UserAgent())
+	res, err := h.api.MagicLogin(r.Context(), connect.NewRequest(&authv1.MagicLoginRequest{Token: b.Token, Ip: ClientIP(r), UserAgent: r.UserAgent()}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.ok(w, http.StatusOK, tokensJSON(t))
+	h.ok(w, http.StatusOK, tokensJSON(res.Msg.Tokens))
 }

@@ -2467,6 +2467,693 @@ func (x *OAuthCallbackRequest) GetIp() string {
 	return ""
 }
 
+type ForgotPasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Email string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	Ip    string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	// test sends the email to the outbox (the caller is an sk_test_ key).
+	Test          bool `protobuf:"varint,3,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgotPasswordRequest) Reset() {
+	*x = ForgotPasswordRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgotPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgotPasswordRequest) ProtoMessage() {}
+
+func (x *ForgotPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgotPasswordRequest.ProtoReflect.Descriptor instead.
+func (*ForgotPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ForgotPasswordRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *ForgotPasswordRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *ForgotPasswordRequest) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+type FlowSentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowSentResponse) Reset() {
+	*x = FlowSentResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowSentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowSentResponse) ProtoMessage() {}
+
+func (x *FlowSentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowSentResponse.ProtoReflect.Descriptor instead.
+func (*FlowSentResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+}
+
+type ResetPasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	Ip            string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPasswordRequest) Reset() {
+	*x = ResetPasswordRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPasswordRequest) ProtoMessage() {}
+
+func (x *ResetPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPasswordRequest.ProtoReflect.Descriptor instead.
+func (*ResetPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ResetPasswordRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ResetPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *ResetPasswordRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+type ResetPasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPasswordResponse) Reset() {
+	*x = ResetPasswordResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPasswordResponse) ProtoMessage() {}
+
+func (x *ResetPasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPasswordResponse.ProtoReflect.Descriptor instead.
+func (*ResetPasswordResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+}
+
+type SendVerificationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Test          bool                   `protobuf:"varint,2,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendVerificationRequest) Reset() {
+	*x = SendVerificationRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendVerificationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendVerificationRequest) ProtoMessage() {}
+
+func (x *SendVerificationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendVerificationRequest.ProtoReflect.Descriptor instead.
+func (*SendVerificationRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SendVerificationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SendVerificationRequest) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+type VerifyEmailRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Ip            string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyEmailRequest) Reset() {
+	*x = VerifyEmailRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyEmailRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyEmailRequest) ProtoMessage() {}
+
+func (x *VerifyEmailRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyEmailRequest.ProtoReflect.Descriptor instead.
+func (*VerifyEmailRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *VerifyEmailRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *VerifyEmailRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+type VerifyEmailResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyEmailResponse) Reset() {
+	*x = VerifyEmailResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyEmailResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyEmailResponse) ProtoMessage() {}
+
+func (x *VerifyEmailResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyEmailResponse.ProtoReflect.Descriptor instead.
+func (*VerifyEmailResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *VerifyEmailResponse) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type VerifiedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifiedRequest) Reset() {
+	*x = VerifiedRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifiedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifiedRequest) ProtoMessage() {}
+
+func (x *VerifiedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifiedRequest.ProtoReflect.Descriptor instead.
+func (*VerifiedRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *VerifiedRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type VerifiedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Verified      bool                   `protobuf:"varint,1,opt,name=verified,proto3" json:"verified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifiedResponse) Reset() {
+	*x = VerifiedResponse{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifiedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifiedResponse) ProtoMessage() {}
+
+func (x *VerifiedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifiedResponse.ProtoReflect.Descriptor instead.
+func (*VerifiedResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *VerifiedResponse) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+type InviteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user is the invited user (email, name, grants); password and invite
+	// are ignored.
+	User          *CreateUserRequest `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Inviter       string             `protobuf:"bytes,2,opt,name=inviter,proto3" json:"inviter,omitempty"`
+	Test          bool               `protobuf:"varint,3,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InviteRequest) Reset() {
+	*x = InviteRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InviteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InviteRequest) ProtoMessage() {}
+
+func (x *InviteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InviteRequest.ProtoReflect.Descriptor instead.
+func (*InviteRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *InviteRequest) GetUser() *CreateUserRequest {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *InviteRequest) GetInviter() string {
+	if x != nil {
+		return x.Inviter
+	}
+	return ""
+}
+
+func (x *InviteRequest) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+type AcceptInviteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Ip            string                 `protobuf:"bytes,4,opt,name=ip,proto3" json:"ip,omitempty"`
+	UserAgent     string                 `protobuf:"bytes,5,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInviteRequest) Reset() {
+	*x = AcceptInviteRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInviteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInviteRequest) ProtoMessage() {}
+
+func (x *AcceptInviteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInviteRequest.ProtoReflect.Descriptor instead.
+func (*AcceptInviteRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *AcceptInviteRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcceptInviteRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *AcceptInviteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcceptInviteRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *AcceptInviteRequest) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+type SendMagicLinkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Email         string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	Ip            string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	Test          bool                   `protobuf:"varint,3,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMagicLinkRequest) Reset() {
+	*x = SendMagicLinkRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMagicLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMagicLinkRequest) ProtoMessage() {}
+
+func (x *SendMagicLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMagicLinkRequest.ProtoReflect.Descriptor instead.
+func (*SendMagicLinkRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *SendMagicLinkRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *SendMagicLinkRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *SendMagicLinkRequest) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+type MagicLoginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Ip            string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	UserAgent     string                 `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MagicLoginRequest) Reset() {
+	*x = MagicLoginRequest{}
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MagicLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MagicLoginRequest) ProtoMessage() {}
+
+func (x *MagicLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_auth_v1_auth_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MagicLoginRequest.ProtoReflect.Descriptor instead.
+func (*MagicLoginRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *MagicLoginRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *MagicLoginRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *MagicLoginRequest) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
 var File_dotdo_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
@@ -2672,7 +3359,49 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1d\n" +
 	"\n" +
 	"user_agent\x18\x04 \x01(\tR\tuserAgent\x12\x0e\n" +
-	"\x02ip\x18\x05 \x01(\tR\x02ip2\xe2\r\n" +
+	"\x02ip\x18\x05 \x01(\tR\x02ip\"Q\n" +
+	"\x15ForgotPasswordRequest\x12\x14\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\x12\x0e\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04test\x18\x03 \x01(\bR\x04test\"\x12\n" +
+	"\x10FlowSentResponse\"X\n" +
+	"\x14ResetPasswordRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x0e\n" +
+	"\x02ip\x18\x03 \x01(\tR\x02ip\"\x17\n" +
+	"\x15ResetPasswordResponse\"F\n" +
+	"\x17SendVerificationRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
+	"\x04test\x18\x02 \x01(\bR\x04test\":\n" +
+	"\x12VerifyEmailRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\".\n" +
+	"\x13VerifyEmailResponse\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"*\n" +
+	"\x0fVerifiedRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\".\n" +
+	"\x10VerifiedResponse\x12\x1a\n" +
+	"\bverified\x18\x01 \x01(\bR\bverified\"s\n" +
+	"\rInviteRequest\x124\n" +
+	"\x04user\x18\x01 \x01(\v2 .dotdo.auth.v1.CreateUserRequestR\x04user\x12\x18\n" +
+	"\ainviter\x18\x02 \x01(\tR\ainviter\x12\x12\n" +
+	"\x04test\x18\x03 \x01(\bR\x04test\"\x8a\x01\n" +
+	"\x13AcceptInviteRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02ip\x18\x04 \x01(\tR\x02ip\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x05 \x01(\tR\tuserAgent\"P\n" +
+	"\x14SendMagicLinkRequest\x12\x14\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\x12\x0e\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04test\x18\x03 \x01(\bR\x04test\"X\n" +
+	"\x11MagicLoginRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x03 \x01(\tR\tuserAgent2\xe2\r\n" +
 	"\vAuthService\x12Z\n" +
 	"\rValidateToken\x12#.dotdo.auth.v1.ValidateTokenRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\"\x03\x90\x02\x01\x12W\n" +
 	"\x0eValidateAPIKey\x12$.dotdo.auth.v1.ValidateAPIKeyRequest\x1a\x1f.dotdo.auth.v1.IdentityResponse\x12C\n" +
@@ -2698,7 +3427,18 @@ const file_dotdo_auth_v1_auth_proto_rawDesc = "" +
 	"\x06Health\x12\x1c.dotdo.auth.v1.HealthRequest\x1a\x1d.dotdo.auth.v1.HealthResponse\"\x03\x90\x02\x01\x12Q\n" +
 	"\n" +
 	"OAuthStart\x12 .dotdo.auth.v1.OAuthStartRequest\x1a!.dotdo.auth.v1.OAuthStartResponse\x12S\n" +
-	"\rOAuthCallback\x12#.dotdo.auth.v1.OAuthCallbackRequest\x1a\x1d.dotdo.auth.v1.TokensResponseB:Z8github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1;authv1b\x06proto3"
+	"\rOAuthCallback\x12#.dotdo.auth.v1.OAuthCallbackRequest\x1a\x1d.dotdo.auth.v1.TokensResponse2\x8a\x06\n" +
+	"\x10AuthFlowsService\x12W\n" +
+	"\x0eForgotPassword\x12$.dotdo.auth.v1.ForgotPasswordRequest\x1a\x1f.dotdo.auth.v1.FlowSentResponse\x12Z\n" +
+	"\rResetPassword\x12#.dotdo.auth.v1.ResetPasswordRequest\x1a$.dotdo.auth.v1.ResetPasswordResponse\x12[\n" +
+	"\x10SendVerification\x12&.dotdo.auth.v1.SendVerificationRequest\x1a\x1f.dotdo.auth.v1.FlowSentResponse\x12T\n" +
+	"\vVerifyEmail\x12!.dotdo.auth.v1.VerifyEmailRequest\x1a\".dotdo.auth.v1.VerifyEmailResponse\x12P\n" +
+	"\bVerified\x12\x1e.dotdo.auth.v1.VerifiedRequest\x1a\x1f.dotdo.auth.v1.VerifiedResponse\"\x03\x90\x02\x01\x12C\n" +
+	"\x06Invite\x12\x1c.dotdo.auth.v1.InviteRequest\x1a\x1b.dotdo.auth.v1.UserResponse\x12Q\n" +
+	"\fAcceptInvite\x12\".dotdo.auth.v1.AcceptInviteRequest\x1a\x1d.dotdo.auth.v1.TokensResponse\x12U\n" +
+	"\rSendMagicLink\x12#.dotdo.auth.v1.SendMagicLinkRequest\x1a\x1f.dotdo.auth.v1.FlowSentResponse\x12M\n" +
+	"\n" +
+	"MagicLogin\x12 .dotdo.auth.v1.MagicLoginRequest\x1a\x1d.dotdo.auth.v1.TokensResponseB:Z8github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1;authv1b\x06proto3"
 
 var (
 	file_dotdo_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -2712,7 +3452,7 @@ func file_dotdo_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_dotdo_auth_v1_auth_proto_rawDescData
 }
 
-var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_dotdo_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*Grants)(nil),                  // 0: dotdo.auth.v1.Grants
 	(*Identity)(nil),                // 1: dotdo.auth.v1.Identity
@@ -2757,82 +3497,114 @@ var file_dotdo_auth_v1_auth_proto_goTypes = []any{
 	(*OAuthStartRequest)(nil),       // 40: dotdo.auth.v1.OAuthStartRequest
 	(*OAuthStartResponse)(nil),      // 41: dotdo.auth.v1.OAuthStartResponse
 	(*OAuthCallbackRequest)(nil),    // 42: dotdo.auth.v1.OAuthCallbackRequest
-	nil,                             // 43: dotdo.auth.v1.Identity.GrantsEntry
-	nil,                             // 44: dotdo.auth.v1.User.GrantsEntry
-	nil,                             // 45: dotdo.auth.v1.APIKey.GrantsEntry
-	nil,                             // 46: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
-	nil,                             // 47: dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	nil,                             // 48: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	(*ForgotPasswordRequest)(nil),   // 43: dotdo.auth.v1.ForgotPasswordRequest
+	(*FlowSentResponse)(nil),        // 44: dotdo.auth.v1.FlowSentResponse
+	(*ResetPasswordRequest)(nil),    // 45: dotdo.auth.v1.ResetPasswordRequest
+	(*ResetPasswordResponse)(nil),   // 46: dotdo.auth.v1.ResetPasswordResponse
+	(*SendVerificationRequest)(nil), // 47: dotdo.auth.v1.SendVerificationRequest
+	(*VerifyEmailRequest)(nil),      // 48: dotdo.auth.v1.VerifyEmailRequest
+	(*VerifyEmailResponse)(nil),     // 49: dotdo.auth.v1.VerifyEmailResponse
+	(*VerifiedRequest)(nil),         // 50: dotdo.auth.v1.VerifiedRequest
+	(*VerifiedResponse)(nil),        // 51: dotdo.auth.v1.VerifiedResponse
+	(*InviteRequest)(nil),           // 52: dotdo.auth.v1.InviteRequest
+	(*AcceptInviteRequest)(nil),     // 53: dotdo.auth.v1.AcceptInviteRequest
+	(*SendMagicLinkRequest)(nil),    // 54: dotdo.auth.v1.SendMagicLinkRequest
+	(*MagicLoginRequest)(nil),       // 55: dotdo.auth.v1.MagicLoginRequest
+	nil,                             // 56: dotdo.auth.v1.Identity.GrantsEntry
+	nil,                             // 57: dotdo.auth.v1.User.GrantsEntry
+	nil,                             // 58: dotdo.auth.v1.APIKey.GrantsEntry
+	nil,                             // 59: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	nil,                             // 60: dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	nil,                             // 61: dotdo.auth.v1.UpdateUserRequest.GrantsEntry
 }
 var file_dotdo_auth_v1_auth_proto_depIdxs = []int32{
-	43, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
-	44, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
-	45, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
+	56, // 0: dotdo.auth.v1.Identity.grants:type_name -> dotdo.auth.v1.Identity.GrantsEntry
+	57, // 1: dotdo.auth.v1.User.grants:type_name -> dotdo.auth.v1.User.GrantsEntry
+	58, // 2: dotdo.auth.v1.APIKey.grants:type_name -> dotdo.auth.v1.APIKey.GrantsEntry
 	1,  // 3: dotdo.auth.v1.IdentityResponse.identity:type_name -> dotdo.auth.v1.Identity
 	5,  // 4: dotdo.auth.v1.TokensResponse.tokens:type_name -> dotdo.auth.v1.Tokens
 	4,  // 5: dotdo.auth.v1.ListSessionsResponse.sessions:type_name -> dotdo.auth.v1.Session
-	46, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
+	59, // 6: dotdo.auth.v1.CreateAPIKeyRequest.grants:type_name -> dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry
 	3,  // 7: dotdo.auth.v1.CreateAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	3,  // 8: dotdo.auth.v1.ListAPIKeysResponse.keys:type_name -> dotdo.auth.v1.APIKey
 	3,  // 9: dotdo.auth.v1.RevokeAPIKeyResponse.key:type_name -> dotdo.auth.v1.APIKey
 	1,  // 10: dotdo.auth.v1.CheckPermissionRequest.identity:type_name -> dotdo.auth.v1.Identity
 	2,  // 11: dotdo.auth.v1.UserResponse.user:type_name -> dotdo.auth.v1.User
 	2,  // 12: dotdo.auth.v1.ListUsersResponse.users:type_name -> dotdo.auth.v1.User
-	47, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
-	48, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
-	0,  // 15: dotdo.auth.v1.Identity.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	0,  // 16: dotdo.auth.v1.User.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	0,  // 17: dotdo.auth.v1.APIKey.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	0,  // 18: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	0,  // 19: dotdo.auth.v1.CreateUserRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	0,  // 20: dotdo.auth.v1.UpdateUserRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
-	6,  // 21: dotdo.auth.v1.AuthService.ValidateToken:input_type -> dotdo.auth.v1.ValidateTokenRequest
-	7,  // 22: dotdo.auth.v1.AuthService.ValidateAPIKey:input_type -> dotdo.auth.v1.ValidateAPIKeyRequest
-	9,  // 23: dotdo.auth.v1.AuthService.Login:input_type -> dotdo.auth.v1.LoginRequest
-	10, // 24: dotdo.auth.v1.AuthService.Refresh:input_type -> dotdo.auth.v1.RefreshRequest
-	12, // 25: dotdo.auth.v1.AuthService.Logout:input_type -> dotdo.auth.v1.LogoutRequest
-	14, // 26: dotdo.auth.v1.AuthService.RevokeSession:input_type -> dotdo.auth.v1.RevokeSessionRequest
-	16, // 27: dotdo.auth.v1.AuthService.ListSessions:input_type -> dotdo.auth.v1.ListSessionsRequest
-	18, // 28: dotdo.auth.v1.AuthService.CreateAPIKey:input_type -> dotdo.auth.v1.CreateAPIKeyRequest
-	20, // 29: dotdo.auth.v1.AuthService.ListAPIKeys:input_type -> dotdo.auth.v1.ListAPIKeysRequest
-	22, // 30: dotdo.auth.v1.AuthService.RevokeAPIKey:input_type -> dotdo.auth.v1.RevokeAPIKeyRequest
-	24, // 31: dotdo.auth.v1.AuthService.CheckPermission:input_type -> dotdo.auth.v1.CheckPermissionRequest
-	26, // 32: dotdo.auth.v1.AuthService.GetUser:input_type -> dotdo.auth.v1.GetUserRequest
-	28, // 33: dotdo.auth.v1.AuthService.ListUsers:input_type -> dotdo.auth.v1.ListUsersRequest
-	30, // 34: dotdo.auth.v1.AuthService.CreateUser:input_type -> dotdo.auth.v1.CreateUserRequest
-	31, // 35: dotdo.auth.v1.AuthService.UpdateUser:input_type -> dotdo.auth.v1.UpdateUserRequest
-	32, // 36: dotdo.auth.v1.AuthService.DeleteUser:input_type -> dotdo.auth.v1.DeleteUserRequest
-	34, // 37: dotdo.auth.v1.AuthService.JWKS:input_type -> dotdo.auth.v1.JWKSRequest
-	36, // 38: dotdo.auth.v1.AuthService.ListAudit:input_type -> dotdo.auth.v1.ListAuditRequest
-	38, // 39: dotdo.auth.v1.AuthService.Health:input_type -> dotdo.auth.v1.HealthRequest
-	40, // 40: dotdo.auth.v1.AuthService.OAuthStart:input_type -> dotdo.auth.v1.OAuthStartRequest
-	42, // 41: dotdo.auth.v1.AuthService.OAuthCallback:input_type -> dotdo.auth.v1.OAuthCallbackRequest
-	8,  // 42: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
-	8,  // 43: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
-	11, // 44: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
-	11, // 45: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
-	13, // 46: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
-	15, // 47: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
-	17, // 48: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
-	19, // 49: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
-	21, // 50: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
-	23, // 51: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
-	25, // 52: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
-	27, // 53: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
-	29, // 54: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
-	27, // 55: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
-	27, // 56: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
-	33, // 57: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
-	35, // 58: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
-	37, // 59: dotdo.auth.v1.AuthService.ListAudit:output_type -> dotdo.auth.v1.ListAuditResponse
-	39, // 60: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
-	41, // 61: dotdo.auth.v1.AuthService.OAuthStart:output_type -> dotdo.auth.v1.OAuthStartResponse
-	11, // 62: dotdo.auth.v1.AuthService.OAuthCallback:output_type -> dotdo.auth.v1.TokensResponse
-	42, // [42:63] is the sub-list for method output_type
-	21, // [21:42] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	60, // 13: dotdo.auth.v1.CreateUserRequest.grants:type_name -> dotdo.auth.v1.CreateUserRequest.GrantsEntry
+	61, // 14: dotdo.auth.v1.UpdateUserRequest.grants:type_name -> dotdo.auth.v1.UpdateUserRequest.GrantsEntry
+	30, // 15: dotdo.auth.v1.InviteRequest.user:type_name -> dotdo.auth.v1.CreateUserRequest
+	0,  // 16: dotdo.auth.v1.Identity.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	0,  // 17: dotdo.auth.v1.User.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	0,  // 18: dotdo.auth.v1.APIKey.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	0,  // 19: dotdo.auth.v1.CreateAPIKeyRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	0,  // 20: dotdo.auth.v1.CreateUserRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	0,  // 21: dotdo.auth.v1.UpdateUserRequest.GrantsEntry.value:type_name -> dotdo.auth.v1.Grants
+	6,  // 22: dotdo.auth.v1.AuthService.ValidateToken:input_type -> dotdo.auth.v1.ValidateTokenRequest
+	7,  // 23: dotdo.auth.v1.AuthService.ValidateAPIKey:input_type -> dotdo.auth.v1.ValidateAPIKeyRequest
+	9,  // 24: dotdo.auth.v1.AuthService.Login:input_type -> dotdo.auth.v1.LoginRequest
+	10, // 25: dotdo.auth.v1.AuthService.Refresh:input_type -> dotdo.auth.v1.RefreshRequest
+	12, // 26: dotdo.auth.v1.AuthService.Logout:input_type -> dotdo.auth.v1.LogoutRequest
+	14, // 27: dotdo.auth.v1.AuthService.RevokeSession:input_type -> dotdo.auth.v1.RevokeSessionRequest
+	16, // 28: dotdo.auth.v1.AuthService.ListSessions:input_type -> dotdo.auth.v1.ListSessionsRequest
+	18, // 29: dotdo.auth.v1.AuthService.CreateAPIKey:input_type -> dotdo.auth.v1.CreateAPIKeyRequest
+	20, // 30: dotdo.auth.v1.AuthService.ListAPIKeys:input_type -> dotdo.auth.v1.ListAPIKeysRequest
+	22, // 31: dotdo.auth.v1.AuthService.RevokeAPIKey:input_type -> dotdo.auth.v1.RevokeAPIKeyRequest
+	24, // 32: dotdo.auth.v1.AuthService.CheckPermission:input_type -> dotdo.auth.v1.CheckPermissionRequest
+	26, // 33: dotdo.auth.v1.AuthService.GetUser:input_type -> dotdo.auth.v1.GetUserRequest
+	28, // 34: dotdo.auth.v1.AuthService.ListUsers:input_type -> dotdo.auth.v1.ListUsersRequest
+	30, // 35: dotdo.auth.v1.AuthService.CreateUser:input_type -> dotdo.auth.v1.CreateUserRequest
+	31, // 36: dotdo.auth.v1.AuthService.UpdateUser:input_type -> dotdo.auth.v1.UpdateUserRequest
+	32, // 37: dotdo.auth.v1.AuthService.DeleteUser:input_type -> dotdo.auth.v1.DeleteUserRequest
+	34, // 38: dotdo.auth.v1.AuthService.JWKS:input_type -> dotdo.auth.v1.JWKSRequest
+	36, // 39: dotdo.auth.v1.AuthService.ListAudit:input_type -> dotdo.auth.v1.ListAuditRequest
+	38, // 40: dotdo.auth.v1.AuthService.Health:input_type -> dotdo.auth.v1.HealthRequest
+	40, // 41: dotdo.auth.v1.AuthService.OAuthStart:input_type -> dotdo.auth.v1.OAuthStartRequest
+	42, // 42: dotdo.auth.v1.AuthService.OAuthCallback:input_type -> dotdo.auth.v1.OAuthCallbackRequest
+	43, // 43: dotdo.auth.v1.AuthFlowsService.ForgotPassword:input_type -> dotdo.auth.v1.ForgotPasswordRequest
+	45, // 44: dotdo.auth.v1.AuthFlowsService.ResetPassword:input_type -> dotdo.auth.v1.ResetPasswordRequest
+	47, // 45: dotdo.auth.v1.AuthFlowsService.SendVerification:input_type -> dotdo.auth.v1.SendVerificationRequest
+	48, // 46: dotdo.auth.v1.AuthFlowsService.VerifyEmail:input_type -> dotdo.auth.v1.VerifyEmailRequest
+	50, // 47: dotdo.auth.v1.AuthFlowsService.Verified:input_type -> dotdo.auth.v1.VerifiedRequest
+	52, // 48: dotdo.auth.v1.AuthFlowsService.Invite:input_type -> dotdo.auth.v1.InviteRequest
+	53, // 49: dotdo.auth.v1.AuthFlowsService.AcceptInvite:input_type -> dotdo.auth.v1.AcceptInviteRequest
+	54, // 50: dotdo.auth.v1.AuthFlowsService.SendMagicLink:input_type -> dotdo.auth.v1.SendMagicLinkRequest
+	55, // 51: dotdo.auth.v1.AuthFlowsService.MagicLogin:input_type -> dotdo.auth.v1.MagicLoginRequest
+	8,  // 52: dotdo.auth.v1.AuthService.ValidateToken:output_type -> dotdo.auth.v1.IdentityResponse
+	8,  // 53: dotdo.auth.v1.AuthService.ValidateAPIKey:output_type -> dotdo.auth.v1.IdentityResponse
+	11, // 54: dotdo.auth.v1.AuthService.Login:output_type -> dotdo.auth.v1.TokensResponse
+	11, // 55: dotdo.auth.v1.AuthService.Refresh:output_type -> dotdo.auth.v1.TokensResponse
+	13, // 56: dotdo.auth.v1.AuthService.Logout:output_type -> dotdo.auth.v1.LogoutResponse
+	15, // 57: dotdo.auth.v1.AuthService.RevokeSession:output_type -> dotdo.auth.v1.RevokeSessionResponse
+	17, // 58: dotdo.auth.v1.AuthService.ListSessions:output_type -> dotdo.auth.v1.ListSessionsResponse
+	19, // 59: dotdo.auth.v1.AuthService.CreateAPIKey:output_type -> dotdo.auth.v1.CreateAPIKeyResponse
+	21, // 60: dotdo.auth.v1.AuthService.ListAPIKeys:output_type -> dotdo.auth.v1.ListAPIKeysResponse
+	23, // 61: dotdo.auth.v1.AuthService.RevokeAPIKey:output_type -> dotdo.auth.v1.RevokeAPIKeyResponse
+	25, // 62: dotdo.auth.v1.AuthService.CheckPermission:output_type -> dotdo.auth.v1.CheckPermissionResponse
+	27, // 63: dotdo.auth.v1.AuthService.GetUser:output_type -> dotdo.auth.v1.UserResponse
+	29, // 64: dotdo.auth.v1.AuthService.ListUsers:output_type -> dotdo.auth.v1.ListUsersResponse
+	27, // 65: dotdo.auth.v1.AuthService.CreateUser:output_type -> dotdo.auth.v1.UserResponse
+	27, // 66: dotdo.auth.v1.AuthService.UpdateUser:output_type -> dotdo.auth.v1.UserResponse
+	33, // 67: dotdo.auth.v1.AuthService.DeleteUser:output_type -> dotdo.auth.v1.DeleteUserResponse
+	35, // 68: dotdo.auth.v1.AuthService.JWKS:output_type -> dotdo.auth.v1.JWKSResponse
+	37, // 69: dotdo.auth.v1.AuthService.ListAudit:output_type -> dotdo.auth.v1.ListAuditResponse
+	39, // 70: dotdo.auth.v1.AuthService.Health:output_type -> dotdo.auth.v1.HealthResponse
+	41, // 71: dotdo.auth.v1.AuthService.OAuthStart:output_type -> dotdo.auth.v1.OAuthStartResponse
+	11, // 72: dotdo.auth.v1.AuthService.OAuthCallback:output_type -> dotdo.auth.v1.TokensResponse
+	44, // 73: dotdo.auth.v1.AuthFlowsService.ForgotPassword:output_type -> dotdo.auth.v1.FlowSentResponse
+	46, // 74: dotdo.auth.v1.AuthFlowsService.ResetPassword:output_type -> dotdo.auth.v1.ResetPasswordResponse
+	44, // 75: dotdo.auth.v1.AuthFlowsService.SendVerification:output_type -> dotdo.auth.v1.FlowSentResponse
+	49, // 76: dotdo.auth.v1.AuthFlowsService.VerifyEmail:output_type -> dotdo.auth.v1.VerifyEmailResponse
+	51, // 77: dotdo.auth.v1.AuthFlowsService.Verified:output_type -> dotdo.auth.v1.VerifiedResponse
+	27, // 78: dotdo.auth.v1.AuthFlowsService.Invite:output_type -> dotdo.auth.v1.UserResponse
+	11, // 79: dotdo.auth.v1.AuthFlowsService.AcceptInvite:output_type -> dotdo.auth.v1.TokensResponse
+	44, // 80: dotdo.auth.v1.AuthFlowsService.SendMagicLink:output_type -> dotdo.auth.v1.FlowSentResponse
+	11, // 81: dotdo.auth.v1.AuthFlowsService.MagicLogin:output_type -> dotdo.auth.v1.TokensResponse
+	52, // [52:82] is the sub-list for method output_type
+	22, // [22:52] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_dotdo_auth_v1_auth_proto_init() }
@@ -2847,9 +3619,9 @@ func file_dotdo_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_auth_v1_auth_proto_rawDesc), len(file_dotdo_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   62,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_dotdo_auth_v1_auth_proto_goTypes,
 		DependencyIndexes: file_dotdo_auth_v1_auth_proto_depIdxs,

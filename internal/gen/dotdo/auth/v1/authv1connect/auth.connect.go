@@ -25,6 +25,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// AuthServiceName is the fully-qualified name of the AuthService service.
 	AuthServiceName = "dotdo.auth.v1.AuthService"
+	// AuthFlowsServiceName is the fully-qualified name of the AuthFlowsService service.
+	AuthFlowsServiceName = "dotdo.auth.v1.AuthFlowsService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -85,6 +87,32 @@ const (
 	// AuthServiceOAuthCallbackProcedure is the fully-qualified name of the AuthService's OAuthCallback
 	// RPC.
 	AuthServiceOAuthCallbackProcedure = "/dotdo.auth.v1.AuthService/OAuthCallback"
+	// AuthFlowsServiceForgotPasswordProcedure is the fully-qualified name of the AuthFlowsService's
+	// ForgotPassword RPC.
+	AuthFlowsServiceForgotPasswordProcedure = "/dotdo.auth.v1.AuthFlowsService/ForgotPassword"
+	// AuthFlowsServiceResetPasswordProcedure is the fully-qualified name of the AuthFlowsService's
+	// ResetPassword RPC.
+	AuthFlowsServiceResetPasswordProcedure = "/dotdo.auth.v1.AuthFlowsService/ResetPassword"
+	// AuthFlowsServiceSendVerificationProcedure is the fully-qualified name of the AuthFlowsService's
+	// SendVerification RPC.
+	AuthFlowsServiceSendVerificationProcedure = "/dotdo.auth.v1.AuthFlowsService/SendVerification"
+	// AuthFlowsServiceVerifyEmailProcedure is the fully-qualified name of the AuthFlowsService's
+	// VerifyEmail RPC.
+	AuthFlowsServiceVerifyEmailProcedure = "/dotdo.auth.v1.AuthFlowsService/VerifyEmail"
+	// AuthFlowsServiceVerifiedProcedure is the fully-qualified name of the AuthFlowsService's Verified
+	// RPC.
+	AuthFlowsServiceVerifiedProcedure = "/dotdo.auth.v1.AuthFlowsService/Verified"
+	// AuthFlowsServiceInviteProcedure is the fully-qualified name of the AuthFlowsService's Invite RPC.
+	AuthFlowsServiceInviteProcedure = "/dotdo.auth.v1.AuthFlowsService/Invite"
+	// AuthFlowsServiceAcceptInviteProcedure is the fully-qualified name of the AuthFlowsService's
+	// AcceptInvite RPC.
+	AuthFlowsServiceAcceptInviteProcedure = "/dotdo.auth.v1.AuthFlowsService/AcceptInvite"
+	// AuthFlowsServiceSendMagicLinkProcedure is the fully-qualified name of the AuthFlowsService's
+	// SendMagicLink RPC.
+	AuthFlowsServiceSendMagicLinkProcedure = "/dotdo.auth.v1.AuthFlowsService/SendMagicLink"
+	// AuthFlowsServiceMagicLoginProcedure is the fully-qualified name of the AuthFlowsService's
+	// MagicLogin RPC.
+	AuthFlowsServiceMagicLoginProcedure = "/dotdo.auth.v1.AuthFlowsService/MagicLogin"
 )
 
 // AuthServiceClient is a client for the dotdo.auth.v1.AuthService service.
@@ -703,4 +731,284 @@ func (UnimplementedAuthServiceHandler) OAuthStart(context.Context, *connect.Requ
 
 func (UnimplementedAuthServiceHandler) OAuthCallback(context.Context, *connect.Request[v1.OAuthCallbackRequest]) (*connect.Response[v1.TokensResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthService.OAuthCallback is not implemented"))
+}
+
+// AuthFlowsServiceClient is a client for the dotdo.auth.v1.AuthFlowsService service.
+type AuthFlowsServiceClient interface {
+	ForgotPassword(context.Context, *connect.Request[v1.ForgotPasswordRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
+	SendVerification(context.Context, *connect.Request[v1.SendVerificationRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	VerifyEmail(context.Context, *connect.Request[v1.VerifyEmailRequest]) (*connect.Response[v1.VerifyEmailResponse], error)
+	Verified(context.Context, *connect.Request[v1.VerifiedRequest]) (*connect.Response[v1.VerifiedResponse], error)
+	Invite(context.Context, *connect.Request[v1.InviteRequest]) (*connect.Response[v1.UserResponse], error)
+	AcceptInvite(context.Context, *connect.Request[v1.AcceptInviteRequest]) (*connect.Response[v1.TokensResponse], error)
+	SendMagicLink(context.Context, *connect.Request[v1.SendMagicLinkRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	MagicLogin(context.Context, *connect.Request[v1.MagicLoginRequest]) (*connect.Response[v1.TokensResponse], error)
+}
+
+// NewAuthFlowsServiceClient constructs a client for the dotdo.auth.v1.AuthFlowsService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewAuthFlowsServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) AuthFlowsServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	authFlowsServiceMethods := v1.File_dotdo_auth_v1_auth_proto.Services().ByName("AuthFlowsService").Methods()
+	return &authFlowsServiceClient{
+		forgotPassword: connect.NewClient[v1.ForgotPasswordRequest, v1.FlowSentResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceForgotPasswordProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("ForgotPassword")),
+			connect.WithClientOptions(opts...),
+		),
+		resetPassword: connect.NewClient[v1.ResetPasswordRequest, v1.ResetPasswordResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceResetPasswordProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("ResetPassword")),
+			connect.WithClientOptions(opts...),
+		),
+		sendVerification: connect.NewClient[v1.SendVerificationRequest, v1.FlowSentResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceSendVerificationProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("SendVerification")),
+			connect.WithClientOptions(opts...),
+		),
+		verifyEmail: connect.NewClient[v1.VerifyEmailRequest, v1.VerifyEmailResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceVerifyEmailProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("VerifyEmail")),
+			connect.WithClientOptions(opts...),
+		),
+		verified: connect.NewClient[v1.VerifiedRequest, v1.VerifiedResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceVerifiedProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("Verified")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		invite: connect.NewClient[v1.InviteRequest, v1.UserResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceInviteProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("Invite")),
+			connect.WithClientOptions(opts...),
+		),
+		acceptInvite: connect.NewClient[v1.AcceptInviteRequest, v1.TokensResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceAcceptInviteProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("AcceptInvite")),
+			connect.WithClientOptions(opts...),
+		),
+		sendMagicLink: connect.NewClient[v1.SendMagicLinkRequest, v1.FlowSentResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceSendMagicLinkProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("SendMagicLink")),
+			connect.WithClientOptions(opts...),
+		),
+		magicLogin: connect.NewClient[v1.MagicLoginRequest, v1.TokensResponse](
+			httpClient,
+			baseURL+AuthFlowsServiceMagicLoginProcedure,
+			connect.WithSchema(authFlowsServiceMethods.ByName("MagicLogin")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// authFlowsServiceClient implements AuthFlowsServiceClient.
+type authFlowsServiceClient struct {
+	forgotPassword   *connect.Client[v1.ForgotPasswordRequest, v1.FlowSentResponse]
+	resetPassword    *connect.Client[v1.ResetPasswordRequest, v1.ResetPasswordResponse]
+	sendVerification *connect.Client[v1.SendVerificationRequest, v1.FlowSentResponse]
+	verifyEmail      *connect.Client[v1.VerifyEmailRequest, v1.VerifyEmailResponse]
+	verified         *connect.Client[v1.VerifiedRequest, v1.VerifiedResponse]
+	invite           *connect.Client[v1.InviteRequest, v1.UserResponse]
+	acceptInvite     *connect.Client[v1.AcceptInviteRequest, v1.TokensResponse]
+	sendMagicLink    *connect.Client[v1.SendMagicLinkRequest, v1.FlowSentResponse]
+	magicLogin       *connect.Client[v1.MagicLoginRequest, v1.TokensResponse]
+}
+
+// ForgotPassword calls dotdo.auth.v1.AuthFlowsService.ForgotPassword.
+func (c *authFlowsServiceClient) ForgotPassword(ctx context.Context, req *connect.Request[v1.ForgotPasswordRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return c.forgotPassword.CallUnary(ctx, req)
+}
+
+// ResetPassword calls dotdo.auth.v1.AuthFlowsService.ResetPassword.
+func (c *authFlowsServiceClient) ResetPassword(ctx context.Context, req *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error) {
+	return c.resetPassword.CallUnary(ctx, req)
+}
+
+// SendVerification calls dotdo.auth.v1.AuthFlowsService.SendVerification.
+func (c *authFlowsServiceClient) SendVerification(ctx context.Context, req *connect.Request[v1.SendVerificationRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return c.sendVerification.CallUnary(ctx, req)
+}
+
+// VerifyEmail calls dotdo.auth.v1.AuthFlowsService.VerifyEmail.
+func (c *authFlowsServiceClient) VerifyEmail(ctx context.Context, req *connect.Request[v1.VerifyEmailRequest]) (*connect.Response[v1.VerifyEmailResponse], error) {
+	return c.verifyEmail.CallUnary(ctx, req)
+}
+
+// Verified calls dotdo.auth.v1.AuthFlowsService.Verified.
+func (c *authFlowsServiceClient) Verified(ctx context.Context, req *connect.Request[v1.VerifiedRequest]) (*connect.Response[v1.VerifiedResponse], error) {
+	return c.verified.CallUnary(ctx, req)
+}
+
+// Invite calls dotdo.auth.v1.AuthFlowsService.Invite.
+func (c *authFlowsServiceClient) Invite(ctx context.Context, req *connect.Request[v1.InviteRequest]) (*connect.Response[v1.UserResponse], error) {
+	return c.invite.CallUnary(ctx, req)
+}
+
+// AcceptInvite calls dotdo.auth.v1.AuthFlowsService.AcceptInvite.
+func (c *authFlowsServiceClient) AcceptInvite(ctx context.Context, req *connect.Request[v1.AcceptInviteRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return c.acceptInvite.CallUnary(ctx, req)
+}
+
+// SendMagicLink calls dotdo.auth.v1.AuthFlowsService.SendMagicLink.
+func (c *authFlowsServiceClient) SendMagicLink(ctx context.Context, req *connect.Request[v1.SendMagicLinkRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return c.sendMagicLink.CallUnary(ctx, req)
+}
+
+// MagicLogin calls dotdo.auth.v1.AuthFlowsService.MagicLogin.
+func (c *authFlowsServiceClient) MagicLogin(ctx context.Context, req *connect.Request[v1.MagicLoginRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return c.magicLogin.CallUnary(ctx, req)
+}
+
+// AuthFlowsServiceHandler is an implementation of the dotdo.auth.v1.AuthFlowsService service.
+type AuthFlowsServiceHandler interface {
+	ForgotPassword(context.Context, *connect.Request[v1.ForgotPasswordRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
+	SendVerification(context.Context, *connect.Request[v1.SendVerificationRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	VerifyEmail(context.Context, *connect.Request[v1.VerifyEmailRequest]) (*connect.Response[v1.VerifyEmailResponse], error)
+	Verified(context.Context, *connect.Request[v1.VerifiedRequest]) (*connect.Response[v1.VerifiedResponse], error)
+	Invite(context.Context, *connect.Request[v1.InviteRequest]) (*connect.Response[v1.UserResponse], error)
+	AcceptInvite(context.Context, *connect.Request[v1.AcceptInviteRequest]) (*connect.Response[v1.TokensResponse], error)
+	SendMagicLink(context.Context, *connect.Request[v1.SendMagicLinkRequest]) (*connect.Response[v1.FlowSentResponse], error)
+	MagicLogin(context.Context, *connect.Request[v1.MagicLoginRequest]) (*connect.Response[v1.TokensResponse], error)
+}
+
+// NewAuthFlowsServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewAuthFlowsServiceHandler(svc AuthFlowsServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	authFlowsServiceMethods := v1.File_dotdo_auth_v1_auth_proto.Services().ByName("AuthFlowsService").Methods()
+	authFlowsServiceForgotPasswordHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceForgotPasswordProcedure,
+		svc.ForgotPassword,
+		connect.WithSchema(authFlowsServiceMethods.ByName("ForgotPassword")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceResetPasswordHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceResetPasswordProcedure,
+		svc.ResetPassword,
+		connect.WithSchema(authFlowsServiceMethods.ByName("ResetPassword")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceSendVerificationHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceSendVerificationProcedure,
+		svc.SendVerification,
+		connect.WithSchema(authFlowsServiceMethods.ByName("SendVerification")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceVerifyEmailHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceVerifyEmailProcedure,
+		svc.VerifyEmail,
+		connect.WithSchema(authFlowsServiceMethods.ByName("VerifyEmail")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceVerifiedHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceVerifiedProcedure,
+		svc.Verified,
+		connect.WithSchema(authFlowsServiceMethods.ByName("Verified")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceInviteHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceInviteProcedure,
+		svc.Invite,
+		connect.WithSchema(authFlowsServiceMethods.ByName("Invite")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceAcceptInviteHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceAcceptInviteProcedure,
+		svc.AcceptInvite,
+		connect.WithSchema(authFlowsServiceMethods.ByName("AcceptInvite")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceSendMagicLinkHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceSendMagicLinkProcedure,
+		svc.SendMagicLink,
+		connect.WithSchema(authFlowsServiceMethods.ByName("SendMagicLink")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authFlowsServiceMagicLoginHandler := connect.NewUnaryHandler(
+		AuthFlowsServiceMagicLoginProcedure,
+		svc.MagicLogin,
+		connect.WithSchema(authFlowsServiceMethods.ByName("MagicLogin")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/dotdo.auth.v1.AuthFlowsService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case AuthFlowsServiceForgotPasswordProcedure:
+			authFlowsServiceForgotPasswordHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceResetPasswordProcedure:
+			authFlowsServiceResetPasswordHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceSendVerificationProcedure:
+			authFlowsServiceSendVerificationHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceVerifyEmailProcedure:
+			authFlowsServiceVerifyEmailHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceVerifiedProcedure:
+			authFlowsServiceVerifiedHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceInviteProcedure:
+			authFlowsServiceInviteHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceAcceptInviteProcedure:
+			authFlowsServiceAcceptInviteHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceSendMagicLinkProcedure:
+			authFlowsServiceSendMagicLinkHandler.ServeHTTP(w, r)
+		case AuthFlowsServiceMagicLoginProcedure:
+			authFlowsServiceMagicLoginHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedAuthFlowsServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedAuthFlowsServiceHandler struct{}
+
+func (UnimplementedAuthFlowsServiceHandler) ForgotPassword(context.Context, *connect.Request[v1.ForgotPasswordRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.ForgotPassword is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.ResetPassword is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) SendVerification(context.Context, *connect.Request[v1.SendVerificationRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.SendVerification is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) VerifyEmail(context.Context, *connect.Request[v1.VerifyEmailRequest]) (*connect.Response[v1.VerifyEmailResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.VerifyEmail is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) Verified(context.Context, *connect.Request[v1.VerifiedRequest]) (*connect.Response[v1.VerifiedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.Verified is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) Invite(context.Context, *connect.Request[v1.InviteRequest]) (*connect.Response[v1.UserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.Invite is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) AcceptInvite(context.Context, *connect.Request[v1.AcceptInviteRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.AcceptInvite is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) SendMagicLink(context.Context, *connect.Request[v1.SendMagicLinkRequest]) (*connect.Response[v1.FlowSentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.SendMagicLink is not implemented"))
+}
+
+func (UnimplementedAuthFlowsServiceHandler) MagicLogin(context.Context, *connect.Request[v1.MagicLoginRequest]) (*connect.Response[v1.TokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.auth.v1.AuthFlowsService.MagicLogin is not implemented"))
 }
