@@ -114,7 +114,7 @@ func parse(m jetstream.Msg) (*Message, error) {
 // it until ctx is cancelled. Several consumers of one queue, in this process
 // or others, share the work. It returns once the consumer is set up.
 func (s *Service) Consume(ctx context.Context, queue string, h Handler) error {
-	st, err := s.Queue(ctx, queue)
+	_, err := s.Queue(ctx, queue)
 	if err != nil {
 		return err
 	}
@@ -128,134 +128,99 @@ func (s *Service) Consume(ctx context.Context, queue string, h Handler) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.deliver(ctx, queue, cons, st.MaxBatchSize, h)
+		s.deliver(ctx, queue, cons, h)
 	}()
 	return nil
 }
 
-// deliver pulls from the queue's consumer and hands batches to h until ctx
-// is cancelled or the service closes, standing still while it is paused.
-func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Consumer, prefetch int, h Handler) {
+// deliver pulls batches from the queue's consumer and hands them to h until
+// ctx is cancelled or the service closes, standing still while the queue is
+// paused. It fetches only what the batch takes, when it takes it (a pull
+// for the first message, then one for the rest within max_batch_timeout),
+// so no message waits in a client buffer with its lease running out while
+// a handler works; the messages of the batch are kept leased.
+func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Consumer, h Handler) {
 	// Handlers see a ctx cancelled by the caller's ctx or by Close.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	stopped := make(chan struct{})
-	go func() {
+	idle := func() bool {
 		select {
 		case <-ctx.Done():
-		case <-s.ctx.Done():
-		}
-		close(stopped)
-	}()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		// Paused: fetch nothing, so nothing waits in a buffer.
-		for s.paused(queue) {
-			select {
-			case <-stopped:
-				return
-			case <-tick.C:
-			}
-		}
-		ch := make(chan jetstream.Msg, prefetch)
-		done := make(chan struct{})
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			select {
-			case ch <- m:
-			case <-done:
-				m.Nak()
-			}
-		}, jetstream.PullMaxMessages(prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				s.log.Debug("queue consumer", "queue", queue, "err", err)
-			}
-		}))
-		if err != nil {
-			s.log.Error("queue consumer failed; retrying", "queue", queue, "err", err)
-			select {
-			case <-stopped:
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		quit := s.batches(ctx, queue, ch, stopped, tick.C, h)
-		cc.Stop()
-		close(done)
-		// Messages fetched but never handed to the handler go back at once.
-	drain:
-		for {
-			select {
-			case m := <-ch:
-				m.Nak()
-			default:
-				break drain
-			}
-		}
-		if quit {
-			return
+			return false
+		case <-time.After(250 * time.Millisecond):
+			return true
 		}
 	}
-}
-
-// batches collects batches from ch and handles them; it returns true when
-// stopped, false when the queue was paused.
-func (s *Service) batches(ctx context.Context, queue string, ch chan jetstream.Msg, stopped <-chan struct{}, tick <-chan time.Time, h Handler) bool {
-	for {
-		var first jetstream.Msg
-		select {
-		case first = <-ch:
-		case <-stopped:
-			return true
-		case <-tick:
-			if s.paused(queue) {
-				return false
-			}
+	for ctx.Err() == nil {
+		if s.paused(queue) {
+			idle()
 			continue
 		}
 		st, err := s.Queue(ctx, queue)
-		if err != nil { // deleted
-			first.Nak()
-			return false
+		if err != nil {
+			idle()
+			continue
+		}
+		// Wait for the first message in short long-polls, so that a pause
+		// or a stop takes effect within one.
+		fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+		first, err := fetchOne(cons, fctx)
+		fcancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug("queue consumer fetch", "queue", queue, "err", err)
+				idle()
+			}
+			continue
+		}
+		if first == nil {
+			continue
 		}
 		msgs := []jetstream.Msg{first}
-		if st.MaxBatchTimeout > 0 {
-			t := time.NewTimer(st.MaxBatchTimeout)
-			// The timeout may be longer than AckWait: keep the leases of
-			// the messages collected so far alive.
-			alive := time.NewTicker(s.cfg.AckWait / 3)
-		collect:
-			for len(msgs) < st.MaxBatchSize {
-				select {
-				case m := <-ch:
-					msgs = append(msgs, m)
-				case <-alive.C:
-					for _, m := range msgs {
-						m.InProgress()
-					}
-				case <-t.C:
-					break collect
-				case <-stopped:
-					break collect
-				}
+		if rest := st.MaxBatchSize - 1; rest > 0 {
+			var mb jetstream.MessageBatch
+			if st.MaxBatchTimeout > 0 {
+				mb, err = cons.Fetch(rest, jetstream.FetchMaxWait(st.MaxBatchTimeout))
+			} else {
+				mb, err = cons.FetchNoWait(rest)
 			}
-			t.Stop()
-			alive.Stop()
-		} else {
-		drain:
-			for len(msgs) < st.MaxBatchSize {
-				select {
-				case m := <-ch:
-					msgs = append(msgs, m)
-				default:
-					break drain
+			if err == nil {
+				// The timeout may be longer than AckWait: keep the leases of
+				// the messages collected so far alive.
+				alive := time.NewTicker(s.cfg.AckWait / 3)
+			collect:
+				for {
+					select {
+					case m, ok := <-mb.Messages():
+						if !ok {
+							break collect
+						}
+						msgs = append(msgs, m)
+					case <-alive.C:
+						for _, m := range msgs {
+							m.InProgress()
+						}
+					}
 				}
+				alive.Stop()
 			}
 		}
 		s.handle(ctx, st, msgs, h)
 	}
+}
+
+// fetchOne waits for one message until ctx ends; nil when none came.
+func fetchOne(cons jetstream.Consumer, ctx context.Context) (jetstream.Msg, error) {
+	mb, err := cons.Fetch(1, jetstream.FetchContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	var first jetstream.Msg
+	for m := range mb.Messages() {
+		first = m
+	}
+	return first, nil
 }
 
 // handle runs h on one batch and settles every message.

@@ -791,3 +791,36 @@ func TestFailedBatchTakenBack(t *testing.T) {
 		}
 	})
 }
+
+// A handler slower than AckWait (3 s here) neither loses its batch's
+// leases nor lets the messages of the next batch be delivered again.
+func TestSlowHandler(t *testing.T) {
+	engines(t, func(t *testing.T, s *Service) {
+		st := Defaults("slowh")
+		st.MaxBatchSize = 2
+		st.MaxBatchTimeout = 0
+		ensure(t, s, st)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var mu sync.Mutex
+		seen := map[string][]int{}
+		s.Consume(ctx, "slowh", func(ctx context.Context, b *Batch) error {
+			mu.Lock()
+			for _, m := range b.Messages {
+				seen[string(m.Body)] = append(seen[string(m.Body)], m.Attempts)
+			}
+			mu.Unlock()
+			time.Sleep(4 * time.Second)
+			return nil
+		})
+		send(t, s, "slowh", js("1"), js("2"), js("3"), js("4"))
+		waitFor(t, func() bool { st, _ := s.Stats(ctx, "slowh"); return st.Backlog == 0 })
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range []string{"1", "2", "3", "4"} {
+			if fmt.Sprint(seen[k]) != "[1]" {
+				t.Errorf("message %s attempts %v, want [1]", k, seen[k])
+			}
+		}
+	})
+}
