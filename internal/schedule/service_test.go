@@ -372,3 +372,53 @@ func TestRunNowAndEnable(t *testing.T) {
 		t.Errorf("calls after delete = %d; want 2", n)
 	}
 }
+
+// The engine fires a zoned task across both daylight-saving changes of
+// New York on the fake clock: once per local day, the skipped 02:30 an
+// hour late in spring, the repeated 01:30 once in autumn.
+func TestDSTOnFakeClock(t *testing.T) {
+	for _, tc := range []struct {
+		spec, from string
+		want       []string
+	}{
+		{"CRON_TZ=America/New_York 30 2 * * *", "2026-03-07T12:00:00Z", []string{"2026-03-08T07:30:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"}},
+		{"CRON_TZ=America/New_York 30 1 * * *", "2026-10-31T12:00:00Z", []string{"2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z", "2026-11-03T06:30:00Z"}},
+	} {
+		t.Run(tc.from[:7], func(t *testing.T) {
+			db := openDB(t, "sqlite")
+			clk := NewFakeClock(mustTime(t, tc.from))
+			h := newHook(t, nil)
+			// The fake date is months from the db's real clock: keep runs
+			// long enough not to expire, and let a tick run up to an hour
+			// late since the clock moves an hour at a time.
+			r := startReplica(t, db, clk, "r0", func(c *Config) { c.RunRetention = 20 * 365 * 24 * time.Hour; c.MisfireGrace = 2 * time.Hour })
+			putTask(t, r.Service, httpTask("acme", "nightly", tc.spec, h.URL))
+			sched, _ := ParseSchedule(tc.spec)
+			next, want := sched.Next(clk.Now()), 0
+			for i := 0; i < 72; i++ {
+				clk.Advance(time.Hour)
+				if !next.After(clk.Now()) {
+					// This step passed a tick: let the replica claim it
+					// before the next step.
+					want++
+					waitFor(t, "tick "+next.String(), func() bool {
+						rs := runs(t, r.Service, "acme", "nightly")
+						return len(rs) >= want && finished(rs)
+					})
+					next = sched.Next(next)
+				}
+			}
+			waitFor(t, "the runs to end", func() bool { rs := runs(t, r.Service, "acme", "nightly"); return len(rs) >= 3 && finished(rs) })
+			var got []string
+			for _, run := range runs(t, r.Service, "acme", "nightly") {
+				got = append(got, fromMicros(run.ScheduledAt).Format(time.RFC3339))
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("runs at %v; want %v", got, tc.want)
+			}
+			if n := len(h.snapshot()); n != len(tc.want) {
+				t.Errorf("calls = %d; want %d", n, len(tc.want))
+			}
+		})
+	}
+}
