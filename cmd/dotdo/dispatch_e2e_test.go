@@ -19,6 +19,7 @@ import (
 
 	"github.com/dotdo/dotdo/internal/dispatch/wasmtest"
 	"github.com/dotdo/dotdo/internal/testdb"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // buildWorkers builds the example workers with the Go toolchain into dir.
@@ -233,5 +234,79 @@ func dispatchE2E(t *testing.T, be string) {
 	cache, _ := os.ReadDir(filepath.Join(b.dataDir, "wasm-cache"))
 	if len(cache) == 0 {
 		t.Errorf("%s/wasm-cache is empty", b.dataDir)
+	}
+}
+
+// TestDispatchSplitE2E runs the dispatch service in its own process,
+// behind a gateway that serves the REST routes and the script hosts
+// through the dispatch service's Connect contract.
+func TestDispatchSplitE2E(t *testing.T) {
+	dir := t.TempDir()
+	buildWorkers(t, dir, "hello")
+	hello, _ := os.ReadFile(filepath.Join(dir, "hello.wasm"))
+	b := newBackend(t, thingsdb.SQLite)
+	if len(testdb.Backends()) > 1 {
+		b = newBackend(t, thingsdb.Postgres)
+	}
+	db := startDB(t, b)
+	disp := startProc(t, "dispatch", []string{"--services", "dispatch", "--db-url", db.url, "--data-dir", t.TempDir()},
+		[]string{"DOTDO_INTERNAL_TOKEN=" + internalToken})
+	gw := startGateway(t, db.url, "--dispatch-url", disp.url, "--domain", "example.test")
+
+	// The dispatch process answers only callers with the service credential.
+	if r := do(t, "GET", disp.url+"/v1/dispatch/namespaces", nil); r.status != 401 {
+		t.Fatalf("dispatch process without the internal token = %d %s; want 401", r.status, r.body)
+	}
+	if r := deployHTTP(t, gw, "tenant", "hello", hello, `{"tags":["demo"],"hosts":["hello.customer.example"]}`, adminKey); r.status != 201 {
+		t.Fatalf("deploy through the gateway = %d %s", r.status, r.body)
+	}
+	if r := do(t, "GET", gw.url+"/dispatch/tenant/hello/", nil, "Authorization", ""); r.status != 200 || string(r.body) != "Hello from hello\n" {
+		t.Fatalf("by path = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, gw, "GET", "hello.tenant.example.test", "/", ""); r.status != 200 || string(r.body) != "Hello from hello\n" {
+		t.Fatalf("by host = %d %s", r.status, r.body)
+	}
+	// The gateway learns custom hosts from the store within its refresh.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := hostDo(t, gw, "GET", "hello.customer.example", "/", "")
+		if r.status == 200 && string(r.body) == "Hello from hello\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("by custom host = %d %s", r.status, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := deployHTTP(t, gw, "tenant", "hello", hello, `{"tags":["demo"],"env":{"GREETING":"Howdy"}}`, adminKey); r.status != 200 {
+		t.Fatalf("update = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, gw, "GET", "hello.tenant.example.test", "/", ""); string(r.body) != "Howdy from hello\n" {
+		t.Fatalf("after update = %d %s", r.status, r.body)
+	}
+	if r := do(t, "POST", gw.url+"/v1/dispatch/namespaces/tenant/scripts/hello/rollback", nil); r.status != 200 {
+		t.Fatalf("rollback = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, gw, "GET", "hello.tenant.example.test", "/", ""); string(r.body) != "Hello from hello\n" {
+		t.Fatalf("after rollback = %d %s", r.status, r.body)
+	}
+	// Errors cross the contract unchanged.
+	if r := deployHTTP(t, gw, "tenant", "evil", wasmtest.Importing("env", "x"), "", adminKey); r.status != 422 || !strings.Contains(string(r.body), "env.x") {
+		t.Fatalf("bad module = %d %s; want 422", r.status, r.body)
+	}
+	if r := deployHTTP(t, gw, "tenant", "spin", wasmtest.Loop(), `{"limits":{"wallMs":200}}`, adminKey); r.status != 201 {
+		t.Fatalf("deploy loop = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, gw, "GET", "spin.tenant.example.test", "/", ""); r.status != 504 || !strings.Contains(string(r.body), `"timeout"`) {
+		t.Fatalf("loop = %d %s; want 504", r.status, r.body)
+	}
+	if r := do(t, "DELETE", gw.url+"/v1/dispatch/namespaces/tenant/scripts?tags=demo", nil); r.status != 200 || !strings.Contains(string(r.body), "hello") {
+		t.Fatalf("delete by tag = %d %s", r.status, r.body)
+	}
+	if r := hostDo(t, gw, "GET", "hello.tenant.example.test", "/", ""); r.status != 404 {
+		t.Fatalf("deleted script = %d %s; want 404", r.status, r.body)
+	}
+	if r := do(t, "GET", gw.url+"/health", nil); r.status != 200 || !strings.Contains(string(r.body), `"dispatch":{"status":"ok"}`) {
+		t.Fatalf("health = %d %s; want dispatch ok", r.status, r.body)
 	}
 }

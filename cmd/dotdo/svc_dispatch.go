@@ -19,6 +19,7 @@ import (
 
 	"github.com/dotdo/dotdo/internal/dispatch"
 	"github.com/dotdo/dotdo/internal/gateway"
+	"github.com/dotdo/dotdo/internal/gen/dotdo/dispatch/v1/dispatchv1connect"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
@@ -32,6 +33,7 @@ type dispatchConfig struct {
 	MaxModuleBytes int64
 	Defaults       dispatch.Limits
 	AllowPrivate   bool
+	URL            string
 }
 
 // dispatchOptions are the dispatch service's flags and environment variables.
@@ -43,6 +45,7 @@ func dispatchOptions() []*option {
 		{flag: "dispatch-wall-limit", env: "DOTDO_DISPATCH_WALL_LIMIT", def: "5s", help: "default wall-clock limit of one request to a script (namespaces may set up to 60s)"},
 		{flag: "dispatch-memory-limit", env: "DOTDO_DISPATCH_MEMORY_LIMIT", def: "128MiB", help: "default memory limit of a script instance (namespaces may set up to 1GiB)"},
 		{flag: "dispatch-subrequests", env: "DOTDO_DISPATCH_SUBREQUESTS", def: "50", help: "default number of host calls (fetch, things) one request may make"},
+		{flag: "dispatch-url", env: "DOTDO_DISPATCH_URL", def: "", help: "URL of a dispatch service in another process (http://host:port), for a gateway run without dispatch"},
 		{flag: "dispatch-allow-private-egress", env: "DOTDO_DISPATCH_ALLOW_PRIVATE_EGRESS", def: "false", help: "let scripts' fetches reach loopback, private and link-local addresses when their namespace allows the host (off: only public addresses)"},
 		{flag: "dispatch-response-limit", env: "DOTDO_DISPATCH_RESPONSE_LIMIT", def: "8MiB", help: "default largest response a script may write"},
 	}
@@ -60,6 +63,12 @@ func (q *dispatchConfig) parse(c *config, l optionLookup) error {
 	if q.HostPattern != "" {
 		if err := dispatch.CheckHostPattern(q.HostPattern); err != nil {
 			return l.bad("dispatch-host-pattern", "want {script} and {ns} as whole labels, such as {script}.{ns}.workers.example.com")
+		}
+	}
+	q.URL = strings.TrimSuffix(l.get("dispatch-url").value, "/")
+	if q.URL != "" {
+		if u, err := url.Parse(q.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return l.bad("dispatch-url", "want the dispatch service's base URL, such as http://127.0.0.1:8790")
 		}
 	}
 	q.CacheDir = l.get("dispatch-cache-dir").value
@@ -113,43 +122,61 @@ func dispatchCommands() map[string]command {
 // wireDispatch builds the dispatch service in this process when it runs here,
 // or a client to it when a service here needs it, and adds its upstream.
 func wireDispatch(ctx context.Context, w *wiring) error {
-	if !w.cfg.has("dispatch") {
-		return nil
-	}
-	if w.cfg.split() && !w.cfg.has("gateway") {
-		return errors.New("the dispatch service runs with a gateway in the same process (--services gateway,dispatch plus --db-url and --auth-url); it has no RPC of its own yet")
-	}
 	dc := w.cfg.Dispatch
-	if err := os.MkdirAll(dc.CacheDir, 0o750); err != nil {
-		return fmt.Errorf("create the WebAssembly cache (set --dispatch-cache-dir or DOTDO_DISPATCH_CACHE_DIR to a writable place): %w", err)
-	}
 	log := w.log.With("service", "dispatch")
-	svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
-		CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
-		Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate,
-	}, log)
-	if err != nil {
-		return err
-	}
-	w.closers = append(w.closers, svc.Close)
-	if err := svc.Start(ctx); err != nil {
-		return fmt.Errorf("start dispatch: %w", err)
-	}
-	w.dispatch.svc = svc
 	up := gateway.Upstream{
 		Name: "dispatch", Prefixes: dispatch.Prefixes, Open: dispatch.OpenRoutes,
-		Health: svc.Health, MaxBodyBytes: dc.MaxModuleBytes + 64<<10,
+		MaxBodyBytes: dc.MaxModuleBytes + 64<<10,
 	}
-	if dc.HostPattern != "" {
-		up.Host, up.HostHandler = svc.MatchHost, svc.HostHandler()
+	var (
+		api dispatch.API
+		idx *dispatch.HostIndex
+	)
+	switch {
+	case w.cfg.has("dispatch"):
+		if err := os.MkdirAll(dc.CacheDir, 0o750); err != nil {
+			return fmt.Errorf("create the WebAssembly cache (set --dispatch-cache-dir or DOTDO_DISPATCH_CACHE_DIR to a writable place): %w", err)
+		}
+		svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
+			CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
+			Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate,
+		}, log)
+		if err != nil {
+			return err
+		}
+		w.closers = append(w.closers, svc.Close)
+		if err := svc.Start(ctx); err != nil {
+			return fmt.Errorf("start dispatch: %w", err)
+		}
+		w.dispatch.svc = svc
+		api, idx = svc, svc.HostIndex
+		up.Health = svc.Health
+		up.RPCPath, up.RPC = dispatchv1connect.NewDispatchServiceHandler(dispatch.NewHandler(svc), w.serverOpts...)
+		log.Info("dispatch service ready", "hostPattern", dc.HostPattern, "cache", dc.CacheDir)
+	case w.cfg.has("gateway") && dc.URL != "":
+		client := dispatch.NewClient(dispatchv1connect.NewDispatchServiceClient(w.client, dc.URL, w.clientOpts...))
+		var err error
+		if idx, err = dispatch.NewHostIndex(thingsdb.Instrument(w.db, w.reg, "db"), dc.HostPattern, 0, log); err != nil {
+			return err
+		}
+		if err := idx.Start(ctx); err != nil {
+			return err
+		}
+		api = client
+		up.Health = client.Health
+		up.RPCPath, up.RPC = "/"+dispatchv1connect.DispatchServiceName+"/", proxy(dc.URL, w.cfg.InternalToken, w.client.Transport)
+	default:
+		return nil
 	}
 	if w.cfg.has("gateway") {
+		if dc.HostPattern != "" || idx != nil {
+			up.Host, up.HostHandler = idx.MatchHost, dispatch.HostHandler(api, idx)
+		}
 		up.Routes = func(mux *http.ServeMux) {
-			dispatch.Routes(mux, svc, dispatch.RouteOptions{Authorize: authorizer(w.cfg.Roles), MaxModuleBytes: dc.MaxModuleBytes})
+			dispatch.Routes(mux, api, dispatch.RouteOptions{Authorize: authorizer(w.cfg.Roles), MaxModuleBytes: dc.MaxModuleBytes})
 		}
 	}
 	w.ups = append(w.ups, up)
-	log.Info("dispatch service ready", "hostPattern", dc.HostPattern, "cache", dc.CacheDir)
 	return nil
 }
 

@@ -196,8 +196,20 @@ func (s *Service) Deploy(ctx context.Context, ns, name string, module []byte, md
 	if len(sc.History) > MaxVersions {
 		sc.History = sc.History[len(sc.History)-MaxVersions:]
 	}
-	ops := chunkOps(ns, name, sha, module)
-	ops = append(ops, putOp(versionID(ns, name, v.Version), typeVersion, mustJSON(v), dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0))
+	// The module's chunks go first, a few per batch so that each call to a
+	// db service in another process stays under its body limit; they are
+	// keyed by the module's hash and reached only through the version
+	// written below, so a deploy that fails after them changes nothing a
+	// request sees (a retry overwrites them).
+	chunks := chunkOps(ns, name, sha, module)
+	for len(chunks) > 0 {
+		n := min(len(chunks), chunksPerBatch)
+		if err := s.st.batch(ctx, chunks[:n]); err != nil {
+			return nil, err
+		}
+		chunks = chunks[n:]
+	}
+	ops := []*dbv1.Op{putOp(versionID(ns, name, v.Version), typeVersion, mustJSON(v), dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0)}
 	if drop := s.dropped(sc); len(drop) > 0 {
 		keepSHA := map[string]bool{sha: true}
 		for _, k := range sc.History {

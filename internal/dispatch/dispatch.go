@@ -87,8 +87,8 @@ type Service struct {
 	log     *slog.Logger
 	st      *store
 	eng     *engine
-	pattern []string
 	metrics *scriptMetrics
+	*HostIndex
 
 	mu      sync.RWMutex
 	entries map[string]*entry
@@ -96,9 +96,7 @@ type Service struct {
 	slots   chan struct{}
 	mem     *memoryPool
 
-	hostsMu sync.RWMutex
-	hosts   map[string]nsScript // custom host names
-	stop    context.CancelFunc  // ends the host refresher
+	stop context.CancelFunc // ends the host refresher
 }
 
 // entry is a resolved script: what a request needs to run it.
@@ -137,7 +135,7 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 	if cfg.Client == nil {
 		cfg.Client = fetchClient(cfg.AllowPrivateEgress)
 	}
-	pattern, err := parsePattern(cfg.HostPattern)
+	idx, err := NewHostIndex(db, cfg.HostPattern, cfg.TTL, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +144,7 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, pattern: pattern, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent), hosts: map[string]nsScript{}}
+	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, HostIndex: idx, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent)}
 	s.metrics = newScriptMetrics(cfg.Metrics)
 	return s, nil
 }
@@ -157,12 +155,8 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.createDefaults(ctx); err != nil {
 		return err
 	}
-	if err := s.loadHosts(ctx); err != nil {
-		return fmt.Errorf("load custom host routes: %w", err)
-	}
 	ctx, s.stop = context.WithCancel(ctx)
-	go s.refreshHosts(ctx)
-	return nil
+	return s.HostIndex.Start(ctx)
 }
 
 func (s *Service) createDefaults(ctx context.Context) error {

@@ -116,7 +116,7 @@ func FuzzHostPattern(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s := &Service{pattern: labels}
+	s := &HostIndex{pattern: labels}
 	f.Fuzz(func(t *testing.T, host string) {
 		ns, script, ok := s.hostScript(host)
 		if ok && (!validName(ns) || !validName(script)) {
@@ -136,7 +136,7 @@ func TestHostPattern(t *testing.T) {
 		t.Errorf("a placeholder inside a label was accepted")
 	}
 	labels, _ = parsePattern("{script}.{ns}.workers.example.com")
-	s := &Service{pattern: labels}
+	s := &HostIndex{pattern: labels}
 	for host, want := range map[string]string{
 		"hello.tenant.workers.example.com":      "tenant/hello",
 		"Hello.Tenant.workers.example.com:8443": "tenant/hello",

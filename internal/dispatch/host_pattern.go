@@ -42,7 +42,7 @@ func parsePattern(p string) ([]string, error) {
 
 // hostScript returns the namespace and script a host names: a custom
 // host name mapped to a script, or one the host pattern matches.
-func (s *Service) hostScript(host string) (ns, script string, ok bool) {
+func (s *HostIndex) hostScript(host string) (ns, script string, ok bool) {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
 		host = host[:i]
 	}

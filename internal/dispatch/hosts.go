@@ -3,12 +3,16 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // hostRoute maps a custom host name to a script; one thing per host, so a
@@ -21,8 +25,45 @@ type hostRoute struct {
 
 type nsScript struct{ ns, script string }
 
+// HostIndex maps host names to scripts: the host pattern, and the custom
+// host names kept in memory from the store. The dispatch service has one;
+// a gateway whose dispatch service runs in another process builds its own
+// over its db binding, so that matching a host needs no call.
+type HostIndex struct {
+	pattern []string
+	st      *store
+	ttl     time.Duration
+	log     *slog.Logger
+
+	hostsMu sync.RWMutex
+	hosts   map[string]nsScript // custom host names
+}
+
+// NewHostIndex returns an index over the db binding with the host pattern
+// (empty for none); Start loads it.
+func NewHostIndex(db thingsdb.API, pattern string, ttl time.Duration, logger *slog.Logger) (*HostIndex, error) {
+	labels, err := parsePattern(pattern)
+	if err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		ttl = 2 * time.Second
+	}
+	return &HostIndex{pattern: labels, st: &store{db: db}, ttl: ttl, log: logger, hosts: map[string]nsScript{}}, nil
+}
+
+// Start loads the custom host names and rereads them every TTL until ctx
+// ends, so that routes made through another replica arrive.
+func (s *HostIndex) Start(ctx context.Context) error {
+	if err := s.loadHosts(ctx); err != nil {
+		return fmt.Errorf("load custom host routes: %w", err)
+	}
+	go s.refreshHosts(ctx)
+	return nil
+}
+
 // setHosts updates the in-memory host map after a local change.
-func (s *Service) setHosts(ns, name string, add, drop []string) {
+func (s *HostIndex) setHosts(ns, name string, add, drop []string) {
 	s.hostsMu.Lock()
 	defer s.hostsMu.Unlock()
 	for _, h := range drop {
@@ -36,7 +77,7 @@ func (s *Service) setHosts(ns, name string, add, drop []string) {
 }
 
 // takenHost returns the first host of hosts another script holds.
-func (s *Service) takenHost(ctx context.Context, hosts []string) string {
+func (s *HostIndex) takenHost(ctx context.Context, hosts []string) string {
 	for _, h := range hosts {
 		if _, err := s.st.db.Get(ctx, connect.NewRequest(&dbv1.GetRequest{Ns: Namespace, Id: hostID(h)})); err == nil {
 			return h
@@ -46,7 +87,7 @@ func (s *Service) takenHost(ctx context.Context, hosts []string) string {
 }
 
 // loadHosts reads every host route into memory.
-func (s *Service) loadHosts(ctx context.Context) error {
+func (s *HostIndex) loadHosts(ctx context.Context) error {
 	items, err := s.st.listAll(ctx, typeHost, "")
 	if err != nil {
 		return err
@@ -66,8 +107,8 @@ func (s *Service) loadHosts(ctx context.Context) error {
 
 // refreshHosts rereads the host routes every TTL until ctx ends, so that
 // routes made through another replica arrive.
-func (s *Service) refreshHosts(ctx context.Context) {
-	t := time.NewTicker(s.cfg.TTL)
+func (s *HostIndex) refreshHosts(ctx context.Context) {
+	t := time.NewTicker(s.ttl)
 	defer t.Stop()
 	for {
 		select {
@@ -82,7 +123,7 @@ func (s *Service) refreshHosts(ctx context.Context) {
 }
 
 // customHost returns the script a custom host name reaches.
-func (s *Service) customHost(host string) (nsScript, bool) {
+func (s *HostIndex) customHost(host string) (nsScript, bool) {
 	s.hostsMu.RLock()
 	defer s.hostsMu.RUnlock()
 	r, ok := s.hosts[host]

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -40,16 +41,37 @@ type RouteOptions struct {
 }
 
 type rest struct {
-	s    *Service
+	api  API
 	opts RouteOptions
 }
 
+// API is what the routes need from the dispatch service: the *Service in
+// its own process, a Client of its Connect contract in a gateway elsewhere.
+type API interface {
+	PutNamespace(ctx context.Context, name string, in NamespaceInput) (*NamespaceInfo, bool, error)
+	Namespace(ctx context.Context, name string) (*NamespaceInfo, error)
+	Namespaces(ctx context.Context) ([]*NamespaceInfo, error)
+	DeleteNamespace(ctx context.Context, name string) error
+	Deploy(ctx context.Context, ns, name string, module []byte, md Metadata, by string) (*Script, error)
+	Script(ctx context.Context, ns, name string) (*Script, error)
+	Scripts(ctx context.Context, ns string, tags []string) ([]*Script, error)
+	Versions(ctx context.Context, ns, name string) ([]*Version, error)
+	Rollback(ctx context.Context, ns, name string) (*Script, error)
+	DeleteScript(ctx context.Context, ns, name string) error
+	DeleteByTags(ctx context.Context, ns string, tags []string) ([]string, error)
+	// Invoke runs a script; script failures are in the Response, errors
+	// are the binding's own.
+	Invoke(ctx context.Context, inv *Invocation) (*Response, error)
+}
+
+var _ API = (*Service)(nil)
+
 // Routes registers the deploy API and the path route to scripts on mux.
-func Routes(mux *http.ServeMux, s *Service, opts RouteOptions) {
+func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
 	if opts.MaxModuleBytes <= 0 {
 		opts.MaxModuleBytes = 64 << 20
 	}
-	h := &rest{s: s, opts: opts}
+	h := &rest{api: api, opts: opts}
 	read, write := h.need(PermRead), h.need(PermWrite)
 	mux.HandleFunc("GET /v1/dispatch/namespaces", h.listNamespaces)
 	mux.HandleFunc("PUT /v1/dispatch/namespaces/{ns}", write(h.putNamespace))
@@ -130,7 +152,7 @@ func (h *rest) listNamespaces(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, apierr.New(apierr.Unauthenticated, "authentication required"))
 		return
 	}
-	all, err := h.s.Namespaces(r.Context())
+	all, err := h.api.Namespaces(r.Context())
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -150,7 +172,7 @@ func (h *rest) putNamespace(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	n, created, err := h.s.PutNamespace(r.Context(), r.PathValue("ns"), in)
+	n, created, err := h.api.PutNamespace(r.Context(), r.PathValue("ns"), in)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -163,7 +185,7 @@ func (h *rest) putNamespace(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) getNamespace(w http.ResponseWriter, r *http.Request) {
-	n, err := h.s.Namespace(r.Context(), r.PathValue("ns"))
+	n, err := h.api.Namespace(r.Context(), r.PathValue("ns"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -172,7 +194,7 @@ func (h *rest) getNamespace(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) deleteNamespace(w http.ResponseWriter, r *http.Request) {
-	if err := h.s.DeleteNamespace(r.Context(), r.PathValue("ns")); err != nil {
+	if err := h.api.DeleteNamespace(r.Context(), r.PathValue("ns")); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -192,7 +214,7 @@ func tagsParam(r *http.Request) []string {
 }
 
 func (h *rest) listScripts(w http.ResponseWriter, r *http.Request) {
-	scripts, err := h.s.Scripts(r.Context(), r.PathValue("ns"), tagsParam(r))
+	scripts, err := h.api.Scripts(r.Context(), r.PathValue("ns"), tagsParam(r))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -201,7 +223,7 @@ func (h *rest) listScripts(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) deleteByTags(w http.ResponseWriter, r *http.Request) {
-	names, err := h.s.DeleteByTags(r.Context(), r.PathValue("ns"), tagsParam(r))
+	names, err := h.api.DeleteByTags(r.Context(), r.PathValue("ns"), tagsParam(r))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -210,7 +232,7 @@ func (h *rest) deleteByTags(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) getScript(w http.ResponseWriter, r *http.Request) {
-	sc, err := h.s.Script(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	sc, err := h.api.Script(r.Context(), r.PathValue("ns"), r.PathValue("name"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -219,7 +241,7 @@ func (h *rest) getScript(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) deleteScript(w http.ResponseWriter, r *http.Request) {
-	if err := h.s.DeleteScript(r.Context(), r.PathValue("ns"), r.PathValue("name")); err != nil {
+	if err := h.api.DeleteScript(r.Context(), r.PathValue("ns"), r.PathValue("name")); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -227,7 +249,7 @@ func (h *rest) deleteScript(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) versions(w http.ResponseWriter, r *http.Request) {
-	vs, err := h.s.Versions(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	vs, err := h.api.Versions(r.Context(), r.PathValue("ns"), r.PathValue("name"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -236,7 +258,7 @@ func (h *rest) versions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) rollback(w http.ResponseWriter, r *http.Request) {
-	sc, err := h.s.Rollback(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+	sc, err := h.api.Rollback(r.Context(), r.PathValue("ns"), r.PathValue("name"))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -262,7 +284,7 @@ func (h *rest) deploy(w http.ResponseWriter, r *http.Request) {
 	if id := identity.From(r.Context()); id != nil {
 		by = id.Kind + ":" + id.Subject
 	}
-	sc, err := h.s.Deploy(r.Context(), r.PathValue("ns"), r.PathValue("name"), module, md, by)
+	sc, err := h.api.Deploy(r.Context(), r.PathValue("ns"), r.PathValue("name"), module, md, by)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -341,53 +363,55 @@ func uploadError(err error) error {
 // invoke is the path route /dispatch/{ns}/{script}/{path...}.
 func (h *rest) invoke(w http.ResponseWriter, r *http.Request) {
 	ns, script := r.PathValue("ns"), r.PathValue("script")
-	e, err := h.s.resolve(r.Context(), ns, script)
+	prefix := "/dispatch/" + ns + "/" + script
+	inv, err := NewInvocation(r, Request{Namespace: ns, Script: script, ScriptName: prefix, PathInfo: strings.TrimPrefix(r.URL.Path, prefix)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	if e.ns.Access == AccessPrivate {
-		if err := h.authorizeInvoke(r, ns); err != nil {
-			h.fail(w, r, err)
-			return
-		}
+	// Whether the caller may call a private namespace's scripts is
+	// decided here, where the identity is; the service applies it.
+	inv.Authenticated = identity.From(r.Context()) != nil
+	inv.MayInvoke = inv.Authenticated && (h.opts.Authorize == nil || h.opts.Authorize(r, ns, PermInvoke) == nil)
+	res, err := h.api.Invoke(r.Context(), inv)
+	if err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	prefix := "/dispatch/" + ns + "/" + script
-	h.s.Serve(w, r, Request{Namespace: ns, Script: script, ScriptName: prefix, PathInfo: strings.TrimPrefix(r.URL.Path, prefix)})
+	WriteResponse(w, r, false, res)
 }
 
-func (h *rest) authorizeInvoke(r *http.Request, ns string) error {
-	if identity.From(r.Context()) == nil {
-		return apierr.New(apierr.Unauthenticated, "namespace %s is private: send Authorization: Bearer <key with %s>", ns, PermInvoke)
-	}
-	return h.authorize(r, ns, PermInvoke)
-}
-
-// MatchHost reports whether host names a script under the host pattern.
-func (s *Service) MatchHost(host string) bool {
+// MatchHost reports whether host reaches a script: a custom host name or
+// one the host pattern matches.
+func (s *HostIndex) MatchHost(host string) bool {
 	_, _, ok := s.hostScript(host)
 	return ok
 }
 
-// HostHandler serves requests whose host names a script; the gateway
-// hands it the hosts MatchHost claims. Private namespaces are not
-// reachable by host name.
-func (s *Service) HostHandler() http.Handler {
+// HostHandler serves requests whose host names a script through api; the
+// gateway hands it the hosts idx.MatchHost claims. Private namespaces are
+// not reachable by host name.
+func HostHandler(api API, idx *HostIndex) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ns, script, ok := s.hostScript(r.Host)
+		ns, script, ok := idx.hostScript(r.Host)
 		if !ok {
 			writeError(w, reqid.From(r.Context()), apierr.New(apierr.NotFound, "no script for host %s", clip(r.Host)))
 			return
 		}
-		e, err := s.resolve(r.Context(), ns, script)
+		q := Request{Namespace: ns, Script: script, PathInfo: r.URL.Path, ViaHost: true}
+		inv, err := NewInvocation(r, q)
 		if err != nil {
 			writeError(w, reqid.From(r.Context()), err)
 			return
 		}
-		if e.ns.Access == AccessPrivate {
-			writeError(w, reqid.From(r.Context()), apierr.New(apierr.NotFound, "script %s not found in namespace %s", script, ns))
+		res, err := api.Invoke(r.Context(), inv)
+		if err != nil {
+			writeError(w, reqid.From(r.Context()), err)
 			return
 		}
-		s.Serve(w, r, Request{Namespace: ns, Script: script, PathInfo: r.URL.Path, ViaHost: true})
+		WriteResponse(w, r, true, res)
 	})
 }
+
+// HostHandler serves the hosts MatchHost claims.
+func (s *Service) HostHandler() http.Handler { return HostHandler(s, s.HostIndex) }

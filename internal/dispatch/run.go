@@ -46,7 +46,7 @@ func (c *capped) Write(p []byte) (int, error) {
 // maxStderr is how much of a request's stderr is logged.
 const maxStderr = 16 << 10
 
-// Request is one request to run a script.
+// Request is how a route chose a script.
 type Request struct {
 	Namespace, Script string
 	// ScriptName is the CGI SCRIPT_NAME (the path prefix that selected
@@ -54,6 +54,125 @@ type Request struct {
 	ScriptName, PathInfo string
 	// ViaHost is true when the host name selected the script.
 	ViaHost bool
+}
+
+// Invocation is one HTTP request to a script, read whole: what the
+// dispatcher needs, in this process or behind its Connect contract.
+type Invocation struct {
+	Request
+	Method, Host, RawQuery, Proto, RemoteAddr string
+	Header                                    http.Header
+	Body                                      []byte
+	// Authenticated and MayInvoke describe the caller for private
+	// namespaces: a credential was presented, and it holds
+	// dispatch:invoke on the namespace.
+	Authenticated, MayInvoke bool
+}
+
+// Response is a script's response, or the error envelope in its place.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// NewInvocation reads r (its body whole) for the script q chose.
+func NewInvocation(r *http.Request, q Request) (*Invocation, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
+		}
+		return nil, apierr.New(apierr.Invalid, "reading request body: %v", err)
+	}
+	return &Invocation{Request: q, Method: r.Method, Host: r.Host, RawQuery: r.URL.RawQuery, Proto: r.Proto,
+		RemoteAddr: r.RemoteAddr, Header: r.Header, Body: body}, nil
+}
+
+// WriteResponse writes res as the answer to r. Path-route responses share
+// the API's origin: a script's page must not run there as the API, nor
+// set its cookies.
+func WriteResponse(w http.ResponseWriter, r *http.Request, viaHost bool, res *Response) {
+	h := w.Header()
+	for k, vs := range res.Header {
+		h[k] = vs
+	}
+	if !viaHost {
+		h.Del("Set-Cookie")
+		h.Set("Content-Security-Policy", "sandbox")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	w.WriteHeader(res.Status)
+	if r.Method != http.MethodHead {
+		w.Write(res.Body)
+	}
+}
+
+// Serve runs the script for one HTTP request and writes its response, or
+// the error envelope.
+func (s *Service) Serve(w http.ResponseWriter, r *http.Request, q Request) {
+	inv, err := NewInvocation(r, q)
+	if err != nil {
+		writeError(w, reqid.From(r.Context()), err)
+		return
+	}
+	res, _ := s.Invoke(r.Context(), inv)
+	WriteResponse(w, r, q.ViaHost, res)
+}
+
+// Invoke runs the script for one request: 404 for a missing script, 504
+// when the wall-clock limit ends it, 502 for a trap, a failed exit, a
+// response over the limit or one that is not CGI, all as the error
+// envelope in the Response. The error is always nil here; a remote
+// binding returns transport errors.
+func (s *Service) Invoke(ctx context.Context, inv *Invocation) (*Response, error) {
+	rid := reqid.From(ctx)
+	fail := func(err error) (*Response, error) { return errorResponse(rid, err), nil }
+	e, err := s.resolve(ctx, inv.Namespace, inv.Script)
+	if err != nil {
+		if !apierr.Is(err, apierr.NotFound) {
+			s.log.ErrorContext(ctx, "resolve script", "ns", inv.Namespace, "script", inv.Script, "err", err)
+		}
+		return fail(err)
+	}
+	if e.ns.Access == AccessPrivate {
+		switch {
+		case inv.ViaHost:
+			return fail(apierr.New(apierr.NotFound, "script %s not found in namespace %s", inv.Script, inv.Namespace))
+		case !inv.Authenticated:
+			return fail(apierr.New(apierr.Unauthenticated, "namespace %s is private: send Authorization: Bearer <key with %s>", inv.Namespace, PermInvoke))
+		case !inv.MayInvoke:
+			return fail(apierr.New(apierr.Forbidden, "missing permission %s on namespace %s", PermInvoke, inv.Namespace))
+		}
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(s.cfg.QueueTimeout)
+		select {
+		case s.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			return fail(apierr.New(apierr.Unavailable, "the dispatcher is busy; retry"))
+		case <-ctx.Done():
+			t.Stop()
+			return fail(apierr.New(apierr.Unavailable, "request canceled"))
+		}
+	}
+	start := time.Now()
+	res := s.run(ctx, e, inv)
+	<-s.slots
+	d := time.Since(start)
+	s.metrics.observe(inv.Namespace, inv.Script, res.outcome, d)
+	if res.err != nil {
+		s.log.WarnContext(ctx, "script failed", "ns", inv.Namespace, "script", inv.Script, "version", e.sc.Current.Version,
+			"outcome", res.outcome, "err", res.detail, "ms", float64(d.Microseconds())/1000)
+		return fail(res.err)
+	}
+	s.log.DebugContext(ctx, "script ran", "ns", inv.Namespace, "script", inv.Script, "version", e.sc.Current.Version,
+		"status", res.status, "ms", float64(d.Microseconds())/1000)
+	return &Response{Status: res.status, Header: res.header, Body: res.body}, nil
 }
 
 // outcome labels of the per-script metrics.
@@ -64,77 +183,6 @@ const (
 	outcomeTooLarge = "too_large"
 	outcomeBadCGI   = "bad_response"
 )
-
-// Serve runs the script for one HTTP request and writes its response, or
-// the error envelope: 404 for a missing script, 504 when the wall-clock
-// limit ends it, 502 for a trap, a failed exit, a response over the limit
-// or one that is not CGI.
-func (s *Service) Serve(w http.ResponseWriter, r *http.Request, q Request) {
-	ctx := r.Context()
-	rid := reqid.From(ctx)
-	fail := func(err error) { writeError(w, rid, err) }
-	e, err := s.resolve(ctx, q.Namespace, q.Script)
-	if err != nil {
-		if !apierr.Is(err, apierr.NotFound) {
-			s.log.ErrorContext(ctx, "resolve script", "ns", q.Namespace, "script", q.Script, "err", err)
-		}
-		fail(err)
-		return
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			fail(apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit))
-			return
-		}
-		fail(apierr.New(apierr.Invalid, "reading request body: %v", err))
-		return
-	}
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		t := time.NewTimer(s.cfg.QueueTimeout)
-		select {
-		case s.slots <- struct{}{}:
-			t.Stop()
-		case <-t.C:
-			fail(apierr.New(apierr.Unavailable, "the dispatcher is busy; retry"))
-			return
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-	start := time.Now()
-	res := s.run(ctx, e, r, q, body)
-	<-s.slots
-	d := time.Since(start)
-	s.metrics.observe(q.Namespace, q.Script, res.outcome, d)
-	if res.err != nil {
-		s.log.WarnContext(ctx, "script failed", "ns", q.Namespace, "script", q.Script, "version", e.sc.Current.Version,
-			"outcome", res.outcome, "err", res.detail, "ms", float64(d.Microseconds())/1000)
-		fail(res.err)
-		return
-	}
-	s.log.DebugContext(ctx, "script ran", "ns", q.Namespace, "script", q.Script, "version", e.sc.Current.Version,
-		"status", res.status, "ms", float64(d.Microseconds())/1000)
-	h := w.Header()
-	for k, vs := range res.header {
-		h[k] = vs
-	}
-	if !q.ViaHost {
-		// The path route shares the API's origin: a script's page must not
-		// run there as the API, nor set its cookies.
-		h.Del("Set-Cookie")
-		h.Set("Content-Security-Policy", "sandbox")
-	}
-	h.Set("Content-Length", strconv.Itoa(len(res.body)))
-	w.WriteHeader(res.status)
-	if r.Method != http.MethodHead {
-		w.Write(res.body)
-	}
-}
 
 // result is how a run ended.
 type result struct {
@@ -148,7 +196,8 @@ type result struct {
 
 // run instantiates a fresh instance of the script's module for one
 // request and parses its CGI output.
-func (s *Service) run(ctx context.Context, e *entry, r *http.Request, q Request, body []byte) result {
+func (s *Service) run(ctx context.Context, e *entry, inv *Invocation) result {
+	q := inv.Request
 	wall := time.Duration(e.limits.WallMS) * time.Millisecond
 	ctx, cancel := context.WithTimeout(ctx, wall)
 	defer cancel()
@@ -156,8 +205,8 @@ func (s *Service) run(ctx context.Context, e *entry, r *http.Request, q Request,
 	ctx = context.WithValue(ctx, stateKey{}, st)
 	stdout := &capped{max: e.limits.ResponseBytes}
 	stderr := &capped{max: maxStderr}
-	cfg := e.base.WithStdin(bytes.NewReader(body)).WithStdout(stdout).WithStderr(stderr)
-	for _, kv := range cgiEnv(r, q, e, len(body)) {
+	cfg := e.base.WithStdin(bytes.NewReader(inv.Body)).WithStdout(stdout).WithStderr(stderr)
+	for _, kv := range cgiEnv(inv, e, reqid.From(ctx)) {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
 	mod, err := e.rt.InstantiateModule(s.mem.with(ctx), e.mod, cfg)
@@ -208,6 +257,20 @@ func badGateway(format string, args ...any) error {
 	return &gatewayError{msg: fmt.Sprintf(format, args...)}
 }
 
+// errorResponse is err as the error envelope.
+func errorResponse(rid string, err error) *Response {
+	code, status, msg := "", 0, ""
+	var ge *gatewayError
+	if errors.As(err, &ge) {
+		code, status, msg = "bad_gateway", http.StatusBadGateway, ge.msg
+	} else {
+		e := apierr.From(err)
+		code, status, msg = string(e.Code), e.Status(), e.Message
+	}
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg, "requestId": rid}})
+	return &Response{Status: status, Header: http.Header{"Content-Type": {"application/json"}}, Body: append(b, '\n')}
+}
+
 // writeError writes err in the error envelope.
 func writeError(w http.ResponseWriter, rid string, err error) {
 	var ge *gatewayError
@@ -215,11 +278,11 @@ func writeError(w http.ResponseWriter, rid string, err error) {
 		apierr.WriteHTTP(w, rid, err)
 		return
 	}
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": "bad_gateway", "message": ge.msg, "requestId": rid}})
+	res := errorResponse(rid, err)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
-	w.WriteHeader(http.StatusBadGateway)
-	w.Write(append(b, '\n'))
+	w.Header().Set("Content-Length", strconv.Itoa(len(res.Body)))
+	w.WriteHeader(res.Status)
+	w.Write(res.Body)
 }
 
 // trapReason is the first line of a wazero error, without the stack.
@@ -244,42 +307,43 @@ func (s *Service) logStderr(ctx context.Context, q Request, c *capped) {
 }
 
 // cgiEnv is the request's CGI environment (RFC 3875, as WAGI passes it).
-func cgiEnv(r *http.Request, q Request, e *entry, n int) [][2]string {
-	host, port, err := net.SplitHostPort(r.Host)
+func cgiEnv(inv *Invocation, e *entry, rid string) [][2]string {
+	q, n := inv.Request, len(inv.Body)
+	host, port, err := net.SplitHostPort(inv.Host)
 	if err != nil {
-		host, port = r.Host, "80"
+		host, port = inv.Host, "80"
 	}
-	remote, _, err := net.SplitHostPort(r.RemoteAddr)
+	remote, _, err := net.SplitHostPort(inv.RemoteAddr)
 	if err != nil {
-		remote = r.RemoteAddr
+		remote = inv.RemoteAddr
 	}
 	path := q.PathInfo
 	if path == "" {
 		path = "/"
 	}
-	env := make([][2]string, 0, 20+len(r.Header))
+	env := make([][2]string, 0, 20+len(inv.Header))
 	env = append(env,
 		[2]string{"GATEWAY_INTERFACE", "CGI/1.1"},
 		[2]string{"SERVER_SOFTWARE", "dotdo"},
-		[2]string{"SERVER_PROTOCOL", r.Proto},
+		[2]string{"SERVER_PROTOCOL", inv.Proto},
 		[2]string{"SERVER_NAME", host},
 		[2]string{"SERVER_PORT", port},
-		[2]string{"REQUEST_METHOD", r.Method},
+		[2]string{"REQUEST_METHOD", inv.Method},
 		[2]string{"SCRIPT_NAME", q.ScriptName},
 		[2]string{"PATH_INFO", path},
 		[2]string{"X_MATCHED_ROUTE", q.ScriptName + "/..."},
-		[2]string{"QUERY_STRING", r.URL.RawQuery},
+		[2]string{"QUERY_STRING", inv.RawQuery},
 		[2]string{"REMOTE_ADDR", remote},
-		[2]string{"REQUEST_ID", reqid.From(r.Context())},
+		[2]string{"REQUEST_ID", rid},
 		[2]string{"DOTDO_NAMESPACE", q.Namespace},
 		[2]string{"DOTDO_SCRIPT", q.Script},
 		[2]string{"DOTDO_VERSION", strconv.Itoa(e.sc.Current.Version)},
 		[2]string{"CONTENT_LENGTH", strconv.Itoa(n)},
 	)
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := inv.Header.Get("Content-Type"); ct != "" {
 		env = append(env, [2]string{"CONTENT_TYPE", ct})
 	}
-	for k, vs := range r.Header {
+	for k, vs := range inv.Header {
 		switch k {
 		case "Content-Type", "Content-Length", "Connection", "Proxy-Authorization":
 			continue

@@ -19,6 +19,10 @@ import (
 // base64 text ({"b":"..."}) stays under the db service's 256 KiB data limit.
 const chunkBytes = 180 << 10
 
+// chunksPerBatch keeps a batch of chunks (about 240 KiB of JSON each) under
+// the 1 MiB request limit of a db service in another process.
+const chunksPerBatch = 3
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // store keeps the dispatch state as things in Namespace through the db

@@ -55,7 +55,7 @@ type Upstream struct {
 	Host        func(host string) bool
 	HostHandler http.Handler
 	// MaxBodyBytes, when larger than Config.MaxBodyBytes, is the body
-	// limit of requests under Prefixes (uploads of modules).
+	// limit of requests under Prefixes and RPCPath (uploads of modules).
 	MaxBodyBytes int64
 }
 
@@ -253,6 +253,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *http.Request {
 			if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
 				limit = u.MaxBodyBytes
 			}
+		}
+		if u.RPCPath != "" && strings.HasPrefix(r.URL.Path, u.RPCPath) {
+			limit = u.MaxBodyBytes // the same upload, forwarded to a service process
 		}
 	}
 	if r.ContentLength > limit {
