@@ -165,7 +165,7 @@ func jsonError(err error) string {
 
 // request converts a REST email to the RPC form, refusing what cannot be
 // converted with the errors the service gives for the same faults.
-func request(in *Input, i int) (*emailv1.SendRequest, error) {
+func request(in *Input) (*emailv1.SendRequest, error) {
 	if err := in.normalize(); err != nil {
 		return nil, err
 	}
@@ -216,7 +216,7 @@ func (h *rest) send(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	m, err := request(&in, 0)
+	m, err := request(&in)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -256,7 +256,7 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, r, apierr.New(apierr.Invalid, "the batch holds a null email"))
 			return
 		}
-		e, err := request(in, i)
+		e, err := request(in)
 		if err != nil {
 			h.fail(w, r, apierr.AtIndex(err, i))
 			return
