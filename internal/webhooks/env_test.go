@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +51,24 @@ type env struct {
 	svc  *Service
 	srv  *httptest.Server
 	ctx  context.Context
+	// clock is the service's clock: real time unless a test fixes or
+	// shifts it (safe while the service's goroutines read it).
+	clock *testClock
 }
+
+type testClock struct{ fixed, offset atomic.Int64 }
+
+func (c *testClock) now() time.Time {
+	if f := c.fixed.Load(); f != 0 {
+		return time.Unix(0, f)
+	}
+	return time.Now().Add(time.Duration(c.offset.Load()))
+}
+
+// set fixes the clock at t; shift moves real time by d; real undoes both.
+func (c *testClock) set(t time.Time)       { c.fixed.Store(t.UnixNano()) }
+func (c *testClock) shift(d time.Duration) { c.fixed.Store(0); c.offset.Store(int64(d)) }
+func (c *testClock) real()                 { c.fixed.Store(0); c.offset.Store(0) }
 
 type envOption func(*Config)
 
@@ -117,6 +135,8 @@ func newEnv(t testing.TB, backend string, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock := &testClock{}
+	svc.Now = clock.now
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +152,7 @@ func newEnv(t testing.TB, backend string, opts ...envOption) *env {
 		srv.Close()
 		cancel()
 	})
-	return &env{t: t, db: db, q: q, auth: a, svc: svc, srv: srv, ctx: ctx}
+	return &env{t: t, db: db, q: q, auth: a, svc: svc, srv: srv, ctx: ctx, clock: clock}
 }
 
 // post sends a delivery to /webhooks/{provider} and returns the status and

@@ -232,11 +232,11 @@ func TestSweepEnqueuesStranded(t *testing.T) {
 		writeOp(payloadID("stripe:evt_stranded", 0), typePayload, payloadPart{B64: body}, 0, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.Now = func() time.Time { return time.Now().Add(time.Minute) }
+	e.clock.shift(time.Minute)
 	if err := e.svc.Sweep(context.Background(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.Now = time.Now
+	e.clock.real()
 	if got := e.waitDone("stripe:evt_stranded"); got.Status != StatusProcessed {
 		t.Fatalf("stranded event: %+v; want processed", got)
 	}
@@ -257,11 +257,11 @@ func TestPayloadRetention(t *testing.T) {
 	if got, _ := e.svc.GetEvent(e.ctx, connect.NewRequest(&webhooksv1.GetEventRequest{Id: "stripe:evt_ret"})); len(got.Msg.Event.Payload) == 0 {
 		t.Fatal("payload dropped before its retention")
 	}
-	e.svc.Now = func() time.Time { return time.Now().Add(time.Hour + time.Minute) }
+	e.clock.shift(time.Hour + time.Minute)
 	if err := e.svc.expirePayloads(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.Now = time.Now
+	e.clock.real()
 	got, err := e.svc.GetEvent(e.ctx, connect.NewRequest(&webhooksv1.GetEventRequest{Id: "stripe:evt_ret"}))
 	if err != nil || len(got.Msg.Event.Payload) != 0 || got.Msg.Event.Status != StatusIgnored {
 		t.Fatalf("after retention: %v %v; want the record without its payload", got, err)

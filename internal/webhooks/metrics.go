@@ -16,7 +16,7 @@ func newMetrics() *metrics {
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_processed_total",
 			Help: "Inbound events processed by provider and resulting status (processed, ignored, failed, retry)."}, []string{"provider", "status"}),
 		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_outbound_attempts_total",
-			Help: "Outbound delivery attempts by result (succeeded, retry, failed, gone, refused)."}, []string{"result"}),
+			Help: "Outbound delivery attempts by result (succeeded, retry, failed, gone)."}, []string{"result"}),
 	}
 }
 

@@ -168,17 +168,19 @@ func TestOutboundSchedule(t *testing.T) {
 	r.set(500, nil)
 	epID, _ := e.createEndpoint(r.srv.URL)
 	clock := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
-	e.svc.Now = func() time.Time { return clock }
+	e.clock.set(clock)
 	id := e.pendingDelivery(epID)
 	for i := range Schedule {
 		// Not due yet: no attempt, and the wait until it is.
 		if i > 0 {
 			clock = clock.Add(Schedule[i] - time.Millisecond)
+			e.clock.set(clock)
 			wait, err := e.svc.out.Deliver(e.ctx, id)
 			if err != nil || wait != time.Millisecond || r.count() != i {
 				t.Fatalf("attempt %d early: wait %v err %v requests %d; want 1ms, none sent", i+1, wait, err, r.count())
 			}
 			clock = clock.Add(time.Millisecond)
+			e.clock.set(clock)
 		}
 		next, err := e.svc.out.Deliver(e.ctx, id)
 		if err != nil {
@@ -198,7 +200,7 @@ func TestOutboundSchedule(t *testing.T) {
 	}
 	// A manual retry starts over and succeeds now.
 	r.set(200, nil)
-	e.svc.Now = time.Now
+	e.clock.real()
 	if _, err := e.svc.RetryDelivery(e.ctx, connect.NewRequest(&webhooksv1.RetryDeliveryRequest{Id: id})); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +224,7 @@ func TestOutboundGoneAndRetryAfter(t *testing.T) {
 	r := newReceiver(t)
 	epID, _ := e.createEndpoint(r.srv.URL)
 	clock := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
-	e.svc.Now = func() time.Time { return clock }
+	e.clock.set(clock)
 
 	r.set(503, map[string]string{"Retry-After": "3600"})
 	id := e.pendingDelivery(epID)
@@ -231,12 +233,14 @@ func TestOutboundGoneAndRetryAfter(t *testing.T) {
 	}
 	r.set(429, map[string]string{"Retry-After": "1"})
 	clock = clock.Add(time.Hour)
+	e.clock.set(clock)
 	if next, _ := e.svc.out.Deliver(e.ctx, id); next != Schedule[2] {
 		t.Fatalf("a Retry-After shorter than the schedule: next %v; want %v", next, Schedule[2])
 	}
 
 	r.set(410, nil)
 	clock = clock.Add(Schedule[2])
+	e.clock.set(clock)
 	if next, err := e.svc.out.Deliver(e.ctx, id); err != nil || next != 0 {
 		t.Fatalf("after 410: %v %v", next, err)
 	}
