@@ -81,7 +81,8 @@ func (s *Service) Stats(ctx context.Context, queue string) (Stats, error) {
 
 // Pause stops delivery from a queue, to push handlers and HTTP pulls in
 // every process, until Resume; sends still enqueue. A batch a handler is
-// running finishes; messages fetched but not yet handed over wait.
+// running finishes; a push consumer's pending pull (at most 2 s) may still
+// deliver one batch.
 func (s *Service) Pause(ctx context.Context, queue string) error {
 	return s.setPaused(ctx, queue, true)
 }
