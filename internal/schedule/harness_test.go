@@ -9,11 +9,13 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
 	"github.com/dotdo/dotdo/internal/testdb"
@@ -259,4 +261,49 @@ func runsB(tb testing.TB, s *Service, ns, name string) []*schedulev1.Run {
 		tb.Fatal(err)
 	}
 	return res.Msg.Runs
+}
+
+// cutDB is a db binding whose connection can be cut, as when a replica's
+// machine dies: every call fails from then on, so the replica writes
+// nothing more about its runs.
+type cutDB struct {
+	DB
+	cut atomic.Bool
+}
+
+var errCut = apierr.New(apierr.Unavailable, "connection cut")
+
+func (c *cutDB) Get(ctx context.Context, r *connect.Request[dbv1.GetRequest]) (*connect.Response[dbv1.GetResponse], error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.DB.Get(ctx, r)
+}
+
+func (c *cutDB) Put(ctx context.Context, r *connect.Request[dbv1.PutRequest]) (*connect.Response[dbv1.PutResponse], error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.DB.Put(ctx, r)
+}
+
+func (c *cutDB) Delete(ctx context.Context, r *connect.Request[dbv1.DeleteRequest]) (*connect.Response[dbv1.DeleteResponse], error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.DB.Delete(ctx, r)
+}
+
+func (c *cutDB) List(ctx context.Context, r *connect.Request[dbv1.ListRequest]) (*connect.Response[dbv1.ListResponse], error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.DB.List(ctx, r)
+}
+
+func (c *cutDB) Batch(ctx context.Context, r *connect.Request[dbv1.BatchRequest]) (*connect.Response[dbv1.BatchResponse], error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.DB.Batch(ctx, r)
 }

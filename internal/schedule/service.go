@@ -743,8 +743,10 @@ func (s *Service) attempts(ctx context.Context, r *runState, first int) {
 			}
 		}
 		if ctx.Err() != nil {
-			// Shutting down: leave the run to be taken over when its
-			// lease passes, as if this replica had died.
+			// Shutting down mid-attempt: hand the run to another replica.
+			att.Status, att.Error = statusAbandoned, "replica "+s.cfg.Replica+" shut down during the attempt"
+			r.pb.History = append(r.pb.History, att)
+			s.handOff(ctx, r)
 			return
 		}
 		r.pb.History = append(r.pb.History, att)
@@ -779,10 +781,29 @@ func (s *Service) attempts(ctx context.Context, r *runState, first int) {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			s.handOff(ctx, r)
 			return
 		case <-timer.C():
 		}
 	}
+}
+
+// handOff ends this replica's hold on a run when it shuts down: the run is
+// left retrying with its lease ended, so the next sweep of another
+// replica takes it over at once instead of after the lease.
+func (s *Service) handOff(ctx context.Context, r *runState) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	now := micros(s.clock.Now())
+	r.pb.Status, r.pb.LeaseUntil = statusRetrying, now
+	if r.pb.NextAttemptAt == 0 {
+		r.pb.NextAttemptAt = now
+	}
+	if err := s.saveRun(ctx, r, false); err != nil {
+		s.lost(ctx, r, err)
+		return
+	}
+	s.log.InfoContext(ctx, "schedule: shutting down; run handed to another replica", "task", r.t.key(), "run", r.pb.Id)
 }
 
 func (s *Service) lost(ctx context.Context, r *runState, err error) {

@@ -290,19 +290,21 @@ func TestAbandonedRunIsRetried(t *testing.T) {
 					time.Sleep(200 * time.Millisecond) // the replica dies meanwhile
 				}
 			})
-			a := startReplica(t, db, clk, "a", nil)
+			adb := &cutDB{DB: db}
+			a := startReplica(t, adb, clk, "a", nil)
 			task := httpTask("acme", "job", "@hourly", h.URL)
 			task.Timeout, task.RetryBackoff = "20s", "2s"
 			putTask(t, a.Service, task)
 			clk.Advance(time.Hour)
 			waitFor(t, "attempt 1 to reach the hook", func() bool { return len(h.snapshot()) == 1 })
-			a.stop() // as a crash: nothing more is written for the run
+			adb.cut.Store(true) // a crash: nothing more is written for the run
+			a.stop()
 
-			rs := runs(t, a.Service, "acme", "job")
+			b := startReplica(t, db, clk, "b", nil)
+			rs := runs(t, b.Service, "acme", "job")
 			if rs[0].Status != statusRunning || rs[0].Replica != "a" {
 				t.Fatalf("run after the crash = %s by %s; want running by a", rs[0].Status, rs[0].Replica)
 			}
-			b := startReplica(t, db, clk, "b", nil)
 			// Lease: timeout 20s + grace 10s. Before it passes, nothing.
 			for i := 0; i < 5; i++ {
 				clk.Advance(5 * time.Second)
@@ -420,5 +422,39 @@ func TestDSTOnFakeClock(t *testing.T) {
 				t.Errorf("calls = %d; want %d", n, len(tc.want))
 			}
 		})
+	}
+}
+
+// A replica shut down mid-attempt hands its run over: another replica
+// retries it at its next sweep rather than after the lease.
+func TestShutdownHandsRunOver(t *testing.T) {
+	db := openDB(t, "sqlite")
+	clk := NewFakeClock(t0())
+	h := newHook(t, func(c call, w http.ResponseWriter) {
+		if c.Attempt == 1 {
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+	a := startReplica(t, db, clk, "a", nil)
+	task := httpTask("acme", "job", "@hourly", h.URL)
+	task.Timeout = "10m" // a lease far longer than a sweep
+	putTask(t, a.Service, task)
+	clk.Advance(time.Hour)
+	waitFor(t, "attempt 1 to reach the hook", func() bool { return len(h.snapshot()) == 1 })
+	a.stop() // SIGTERM: cancels the attempt and hands the run over
+	rs := runs(t, a.Service, "acme", "job")
+	if rs[0].Status != statusRetrying || len(rs[0].History) != 1 || !strings.Contains(rs[0].History[0].Error, "shut down") {
+		t.Fatalf("run after shutdown = %s %+v; want retrying, attempt 1 abandoned by the shutdown", rs[0].Status, rs[0].History)
+	}
+	b := startReplica(t, db, clk, "b", nil)
+	waitAdvancing(t, clk, time.Second, "b to run attempt 2", func() bool {
+		rs = runs(t, b.Service, "acme", "job")
+		return rs[0].Status == statusSucceeded
+	})
+	if elapsed := fromMicros(rs[0].History[1].StartedAt).Sub(fromMicros(rs[0].History[0].EndedAt)); elapsed > 10*time.Second {
+		t.Errorf("attempt 2 started %v after the shutdown; want within a sweep or two (the lease was 10m)", elapsed)
+	}
+	if rs[0].Attempts != 2 || rs[0].History[1].Replica != "b" {
+		t.Errorf("run = %+v; want attempt 2 by b", rs[0])
 	}
 }
