@@ -366,3 +366,25 @@ func TestEndpointRoutes(t *testing.T) {
 		t.Fatalf("get after delete = %d; want 404", code)
 	}
 }
+
+// TestSweepOutbound: a pending delivery whose queue message was lost is
+// queued again by the sweeper and delivered.
+func TestSweepOutbound(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	r := newReceiver(t)
+	epID, _ := e.createEndpoint(r.srv.URL)
+	id := e.pendingDelivery(epID) // stored, never queued
+	e.clock.shift(2 * time.Minute)
+	if err := e.svc.Sweep(e.ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, r, 1)
+	e.clock.real()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.deliveryState(id).Status != DeliverySucceeded {
+		if time.Now().After(deadline) {
+			t.Fatalf("swept delivery: %+v", e.deliveryState(id))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -256,11 +256,16 @@ func (s *Service) writeEvents(ctx context.Context, claims []*claim) ([]*claim, e
 	return nil, nil
 }
 
+// sweepEvery is how often the sweeper looks for stranded work. It scans
+// the waiting events (a filter on data), so it runs seldom; it is only a
+// backstop for a crash between storing and queueing.
+const sweepEvery = 2 * time.Minute
+
 // sweep re-enqueues events left in received (stored, but the process died
 // before enqueueing, or the queue gave up) or stuck in processing past the
 // lease, at start and then every interval.
 func (s *Service) sweep(ctx context.Context) {
-	tick := time.NewTicker(30 * time.Second)
+	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	// At start every waiting event is fair game: a process that stored one
 	// and died will not enqueue it. Enqueueing one twice is harmless (the
@@ -268,11 +273,11 @@ func (s *Service) sweep(ctx context.Context) {
 	age := time.Duration(0)
 	for n := 0; ; n++ {
 		err := s.Sweep(ctx, age)
-		age = 30 * time.Second
+		age = sweepEvery
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "webhook sweep", "err", err)
 		}
-		if n%20 == 0 {
+		if n%15 == 0 {
 			if err := s.expirePayloads(ctx); err != nil && ctx.Err() == nil {
 				s.log.WarnContext(ctx, "expire webhook payloads", "err", err)
 			}
@@ -307,33 +312,49 @@ func (s *Service) expirePayloads(ctx context.Context) error {
 }
 
 // Sweep enqueues again every event received more than age ago that is
-// still waiting, or processing past its lease.
+// still waiting, or processing past its lease, and every outbound
+// delivery that is overdue by more than age (its queue message was lost:
+// a failed send, or the queue's retries ran out).
 func (s *Service) Sweep(ctx context.Context, age time.Duration) error {
 	now := s.Now()
 	where := fmt.Sprintf(`{"status":{"in":["received","processing"]},"receivedAt":{"lt":%d}}`, now.Add(-age).UnixMilli())
+	err := s.sweepList(ctx, typeEvent, where, InboundQueue, func(t *dbv1.Thing) bool {
+		var ev eventJSON
+		if json.Unmarshal(t.Data, &ev) != nil {
+			return false
+		}
+		if ev.Status == StatusProcessing && now.Sub(time.UnixMicro(t.UpdatedAt)) < processingLease {
+			return false
+		}
+		// A received event updated lately waits for a retry the queue holds.
+		return ev.Status != StatusReceived || now.Sub(time.UnixMicro(t.UpdatedAt)) >= age
+	})
+	if err != nil {
+		return err
+	}
+	overdue := max(age, time.Minute)
+	where = fmt.Sprintf(`{"status":"pending","nextAttemptAt":{"lt":%d}}`, now.Add(-overdue).UnixMilli())
+	return s.sweepList(ctx, typeDelivery, where, OutboundQueue, func(*dbv1.Thing) bool { return true })
+}
+
+// sweepList sends the ids of the things of typ matching where and keep to
+// queue q.
+func (s *Service) sweepList(ctx context.Context, typ, where, q string, keep func(*dbv1.Thing) bool) error {
 	cursor := ""
 	for {
-		res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeEvent, Where: where, Limit: 500, Cursor: cursor}))
+		res, err := s.db.List(ctx, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typ, Where: where, Limit: 500, Cursor: cursor}))
 		if err != nil {
 			return err
 		}
 		var msgs []queue.Outgoing
 		for _, t := range res.Msg.Items {
-			var ev eventJSON
-			if json.Unmarshal(t.Data, &ev) != nil {
-				continue
+			if keep(t) {
+				msgs = append(msgs, queue.Outgoing{Body: []byte(t.Id), ContentType: "text"})
 			}
-			if ev.Status == StatusProcessing && now.Sub(time.UnixMicro(t.UpdatedAt)) < processingLease {
-				continue
-			}
-			if ev.Status == StatusReceived && now.Sub(time.UnixMicro(t.UpdatedAt)) < age {
-				continue // waiting for a retry the queue holds
-			}
-			msgs = append(msgs, queue.Outgoing{Body: []byte(t.Id), ContentType: "text"})
 		}
 		for len(msgs) > 0 {
 			n := min(len(msgs), 100)
-			if _, err := s.queue.Send(ctx, InboundQueue, msgs[:n]...); err != nil {
+			if _, err := s.queue.Send(ctx, q, msgs[:n]...); err != nil {
 				return err
 			}
 			msgs = msgs[n:]
