@@ -177,6 +177,19 @@ func (s *Service) deliver(ctx context.Context, queue string, cons jetstream.Cons
 		if first == nil {
 			continue
 		}
+		// Paused while the pull was waiting: hold the message, leased,
+		// until the queue is resumed.
+		for held := time.Now(); s.paused(queue) && ctx.Err() == nil; {
+			if time.Since(held) > s.cfg.AckWait/3 {
+				first.InProgress()
+				held = time.Now()
+			}
+			idle()
+		}
+		if ctx.Err() != nil {
+			first.Nak()
+			return
+		}
 		msgs := []jetstream.Msg{first}
 		if rest := st.MaxBatchSize - 1; rest > 0 {
 			var mb jetstream.MessageBatch

@@ -81,8 +81,8 @@ func (s *Service) Stats(ctx context.Context, queue string) (Stats, error) {
 
 // Pause stops delivery from a queue, to push handlers and HTTP pulls in
 // every process, until Resume; sends still enqueue. A batch a handler is
-// running finishes; a push consumer's pending pull (at most 2 s) may still
-// deliver one batch.
+// running finishes; a message a push consumer's pending pull receives
+// after the pause is held, leased, until Resume.
 func (s *Service) Pause(ctx context.Context, queue string) error {
 	return s.setPaused(ctx, queue, true)
 }

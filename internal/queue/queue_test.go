@@ -824,3 +824,43 @@ func TestSlowHandler(t *testing.T) {
 		}
 	})
 }
+
+// Pausing a queue whose consumer is already waiting for messages holds
+// what arrives until Resume.
+func TestPauseWhileWaiting(t *testing.T) {
+	engines(t, func(t *testing.T, s *Service) {
+		st := Defaults("pw")
+		st.MaxBatchTimeout = 0
+		ensure(t, s, st)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		got := make(chan int, 10)
+		s.Consume(ctx, "pw", func(ctx context.Context, b *Batch) error {
+			for _, m := range b.Messages {
+				got <- m.Attempts
+			}
+			return nil
+		})
+		time.Sleep(300 * time.Millisecond) // the consumer is in its long poll
+		if err := s.Pause(ctx, "pw"); err != nil {
+			t.Fatal(err)
+		}
+		send(t, s, "pw", js("1"))
+		select {
+		case <-got:
+			t.Fatal("delivered while paused")
+		case <-time.After(4 * time.Second): // past the 3 s AckWait: the hold keeps the lease
+		}
+		if err := s.Resume(ctx, "pw"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case a := <-got:
+			if a != 1 {
+				t.Errorf("attempts %d after the hold, want 1", a)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not delivered after resume")
+		}
+	})
+}
