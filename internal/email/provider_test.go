@@ -302,14 +302,19 @@ func TestOneDeliveryAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitStatus(t, res.ID, StatusSending)
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls
+	}
+	for deadline := time.Now().Add(30 * time.Second); count() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	delay, again, err := e.s.deliver(context.Background(), res.ID)
 	if err != nil || !again || delay <= 0 {
 		t.Fatalf("second delivery while the first is in flight = %v, %v, %v; want a retry later", delay, again, err)
 	}
-	mu.Lock()
-	n := calls
-	mu.Unlock()
-	if n != 1 {
+	if n := count(); n != 1 {
 		t.Fatalf("provider calls = %d; want 1", n)
 	}
 }
