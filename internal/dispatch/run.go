@@ -170,8 +170,8 @@ func (s *Service) Invoke(ctx context.Context, inv *Invocation) (*Response, error
 			"outcome", res.outcome, "err", res.detail, "ms", float64(d.Microseconds())/1000)
 		return fail(res.err)
 	}
-	s.log.DebugContext(ctx, "script ran", "ns", inv.Namespace, "script", inv.Script, "version", e.sc.Current.Version,
-		"status", res.status, "ms", float64(d.Microseconds())/1000)
+	s.log.InfoContext(ctx, "script ran", "ns", inv.Namespace, "script", inv.Script, "version", e.sc.Current.Version,
+		"status", res.status, "ms", float64(d.Microseconds())/1000, "subrequests", res.subrequests)
 	return &Response{Status: res.status, Header: res.header, Body: res.body}, nil
 }
 
@@ -190,8 +190,10 @@ type result struct {
 	header  http.Header
 	body    []byte
 	outcome string
-	err     error  // for the client
-	detail  string // for the log
+	// subrequests is how many host calls the script made.
+	subrequests int
+	err         error  // for the client
+	detail      string // for the log
 }
 
 // run instantiates a fresh instance of the script's module for one
@@ -244,7 +246,7 @@ func (s *Service) run(ctx context.Context, e *entry, inv *Invocation) result {
 	if err != nil {
 		return result{outcome: outcomeBadCGI, detail: err.Error(), err: badGateway("script %s/%s wrote an invalid CGI response: %v", q.Namespace, q.Script, err)}
 	}
-	return result{status: status, header: header, body: out, outcome: outcomeOK}
+	return result{status: status, header: header, body: out, outcome: outcomeOK, subrequests: st.subrequests}
 }
 
 // gatewayError is a failed script: 502 with code bad_gateway in the
