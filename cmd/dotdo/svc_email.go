@@ -173,10 +173,10 @@ func wireEmail(ctx context.Context, w *wiring) error {
 	w.email.api, w.email.svc = svc, svc
 	path, handler := emailv1connect.NewEmailServiceHandler(svc, w.serverOpts...)
 	up := gateway.Upstream{
-		// The Connect path is a prefix too, so that the raised body limit
-		// also covers Send calls from a gateway in another process.
-		Name: "email", Prefixes: append(slices.Clone(email.Prefixes), strings.TrimSuffix(path, "/")), RPCPath: path, RPC: handler,
-		// Attachments (10 MB, base64) need more than the default body limit.
+		Name: "email", Prefixes: email.Prefixes, RPCPath: path, RPC: handler,
+		// Attachments (10 MB, base64) need more than the default body
+		// limit, on the REST routes and on Send calls from a gateway in
+		// another process.
 		MaxBodyBytes: email.MaxRequestBytes,
 		Health: func(ctx context.Context) error {
 			_, err := svc.Health(ctx, connect.NewRequest(&emailv1.HealthRequest{}))
