@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 func sha1Hex(secret string, body []byte) string {
@@ -95,5 +98,44 @@ func FuzzParseSvixHeaders(f *testing.F) {
 		h.Set("svix-timestamp", ts)
 		h.Set("svix-id", id)
 		Verify(Resend, h, []byte("{}"), []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, now)
+	})
+}
+
+// FuzzIdentify: reading the event id and type of a verified request's
+// body and headers never panics, and what it accepts fits a record.
+func FuzzIdentify(f *testing.F) {
+	for _, s := range []string{`{"id":"evt_1","type":"invoice.paid"}`, `{"id":"event_1","event":"dsync.user.created"}`, `{"type":"email.sent"}`, `{}`, `[]`, `null`, `{"id":5}`, `{"id":"` + strings.Repeat("x", 300) + `","type":"t"}`, "not json"} {
+		for _, p := range Providers {
+			f.Add(p, s, "delivery-1", "push")
+		}
+	}
+	f.Fuzz(func(t *testing.T, provider, body, delivery, event string) {
+		h := http.Header{}
+		h.Set("X-Github-Delivery", delivery)
+		h.Set("X-Github-Event", event)
+		h.Set("Svix-Id", delivery)
+		id, typ, err := identify(provider, h, []byte(body))
+		if err != nil {
+			return
+		}
+		if id == "" || typ == "" || len(id) > 256 || len(typ) > 128 {
+			t.Fatalf("identify(%s, %q) = %q, %q", provider, body, id, typ)
+		}
+		if rid := eventID(provider, id); len(rid) > 256 || !thingsdb.ValidID(rid) {
+			t.Fatalf("eventID(%s, %q) = %q: not a valid thing id", provider, id, rid)
+		}
+	})
+}
+
+// FuzzParseRetryAfter: an endpoint's Retry-After never panics and gives a
+// delay from 0 to 24 h.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"120", "0", "-5", "", " 30 ", "Wed, 21 Oct 2015 07:28:00 GMT", "Fri, 28 Nov 2026 13:00:00 GMT", "99999999999999999999", "1e3", "soon"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d := parseRetryAfter(s, now); d < 0 || d > 24*time.Hour {
+			t.Fatalf("parseRetryAfter(%q) = %v", s, d)
+		}
 	})
 }

@@ -686,16 +686,29 @@ func (o *outbound) attempt(ctx context.Context, id string, e *endpointJSON, payl
 	}
 	defer res.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	var retryAfter time.Duration
-	if v := res.Header.Get("Retry-After"); v != "" {
-		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
-			retryAfter = time.Duration(n) * time.Second
-		} else if at, err := http.ParseTime(v); err == nil {
-			retryAfter = at.Sub(now)
-		}
-	}
+	retryAfter := parseRetryAfter(res.Header.Get("Retry-After"), now)
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		return res.StatusCode, retryAfter, fmt.Errorf("endpoint answered %d", res.StatusCode)
 	}
 	return res.StatusCode, 0, nil
+}
+
+// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP date,
+// as a delay from now; 0 when absent, malformed or past. It is capped at
+// a day.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		d = time.Duration(min(n, 86400)) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		d = at.Sub(now)
+	}
+	return max(0, min(d, 24*time.Hour))
 }
