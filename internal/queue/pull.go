@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dotdo/dotdo/internal/apierr"
@@ -121,6 +122,36 @@ func (s *Service) lease(id, reply string, visibility time.Duration) {
 	s.mu.Unlock()
 }
 
+// settleLease stops the visibility timer of a lease settled here, in this
+// process and, through a core NATS notice, in the process that holds it.
+func (s *Service) settleLease(id string) {
+	s.mu.RLock()
+	_, here := s.leases[id]
+	s.mu.RUnlock()
+	if here {
+		s.endLease(id)
+		return
+	}
+	s.nc.Publish(s.leaseSubject(), []byte(id))
+}
+
+func (s *Service) leaseSubject() string { return s.cfg.Prefix + ".leases.settled" }
+
+// watchLeases ends the timers of leases settled through other processes.
+func (s *Service) watchLeases() error {
+	sub, err := s.nc.Subscribe(s.leaseSubject(), func(m *nats.Msg) { s.endLease(string(m.Data)) })
+	if err != nil {
+		return fmt.Errorf("subscribe to lease notices: %w", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		sub.Unsubscribe()
+	}()
+	return nil
+}
+
 // endLease stops this process's visibility timer for a lease, if it has one.
 func (s *Service) endLease(id string) {
 	s.mu.Lock()
@@ -219,7 +250,7 @@ func (s *Service) Ack(ctx context.Context, queue string, acks []string, retries 
 	var res AckResult
 	c := s.count(queue)
 	for i, t := range at {
-		s.endLease(acks[i])
+		s.settleLease(acks[i])
 		if _, err := s.nc.RequestWithContext(ctx, t.reply, []byte("+ACK")); err != nil {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("lease %d: not acknowledged (expired or already settled)", i))
 			continue
@@ -228,7 +259,7 @@ func (s *Service) Ack(ctx context.Context, queue string, acks []string, retries 
 		res.Acked++
 	}
 	for i, t := range rt {
-		s.endLease(retries[i].LeaseID)
+		s.settleLease(retries[i].LeaseID)
 		if int(t.delivered) > st.MaxRetries {
 			if err := s.deadLetterSeq(ctx, st, t, "retried by the pull consumer"); err != nil {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("retry %d: %s", i, err))

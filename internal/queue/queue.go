@@ -207,6 +207,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.watchLeases(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -863,4 +864,46 @@ func TestPauseWhileWaiting(t *testing.T) {
 			t.Fatal("not delivered after resume")
 		}
 	})
+}
+
+// Two processes on one NATS (here the embedded server opened on a loopback
+// port, and the external one when set): a lease pulled through one and
+// retried through the other keeps the retry delay; the first process's
+// visibility timer does not hand the message back early.
+func TestLeaseAcrossProcesses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	a, err := Open(context.Background(), Config{Dir: t.TempDir(), Listen: addr, AckWait: 3 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(context.Background(), Config{URL: "nats://" + addr, AckWait: 3 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	ensure(t, a, Defaults("shared"))
+	send(t, b, "shared", js("1"))
+	got, err := a.Pull(ctx, "shared", 1, time.Second)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("pull %v %v", got, err)
+	}
+	if r, err := b.Ack(ctx, "shared", nil, []LeaseRetry{{LeaseID: got[0].LeaseID, Delay: 3 * time.Second}}); err != nil || r.Retried != 1 {
+		t.Fatalf("retry through the other process: %+v %v", r, err)
+	}
+	retried := time.Now()
+	var again []Pulled
+	for len(again) == 0 && time.Since(retried) < 10*time.Second {
+		again, _ = b.Pull(ctx, "shared", 1, 30*time.Second)
+	}
+	d := time.Since(retried)
+	if len(again) != 1 || again[0].Attempts != 2 || d < 3*time.Second {
+		t.Fatalf("after a 3 s retry through the other process: %+v after %s", again, d)
+	}
 }
