@@ -116,6 +116,9 @@ func wireQueue(ctx context.Context, w *wiring) error {
 			return nil
 		}
 		qc.Dir = filepath.Join(cfg.DataDir, "nats")
+		if cfg.split() && qc.Listen == "" && !(cfg.has("gateway") && users) {
+			w.log.Warn("the queue's embedded NATS has no listener: processes other than this one cannot reach the queues; set --nats-listen here and NATS_URL there, or use an external NATS")
+		}
 	}
 	svc, err := queue.Open(ctx, qc, w.log.With("service", "queue"))
 	if err != nil {
