@@ -145,6 +145,15 @@ func TestEmailE2E(t *testing.T) {
 				t.Fatalf("GET /v1/emails filtered = %d %s", res.status, res.body)
 			}
 
+			// The outbox: what was kept, not delivered.
+			res = do(t, "GET", base+"/v1/emails?provider=outbox", nil)
+			if items := res.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] != testID {
+				t.Fatalf("GET /v1/emails?provider=outbox = %s; want the test key's email", res.body)
+			}
+			if res := do(t, "GET", base+"/v1/emails?provider=carrier-pigeon", nil); res.status != http.StatusBadRequest {
+				t.Fatalf("unknown provider filter = %d; want 400", res.status)
+			}
+
 			// Idempotency over HTTP.
 			send := func(body, key string) *response {
 				return do(t, "POST", base+"/v1/emails", body, "Idempotency-Key", key)

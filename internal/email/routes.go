@@ -317,7 +317,7 @@ func (h *rest) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	res, err := h.api.List(r.Context(), connect.NewRequest(&emailv1.ListRequest{Ns: ns(r), To: q.Get("to"), Status: q.Get("status"), Tag: q.Get("tag"), Limit: limit, Cursor: cursor}))
+	res, err := h.api.List(r.Context(), connect.NewRequest(&emailv1.ListRequest{Ns: ns(r), To: q.Get("to"), Status: q.Get("status"), Tag: q.Get("tag"), Provider: q.Get("provider"), Limit: limit, Cursor: cursor}))
 	if err != nil {
 		h.fail(w, r, err)
 		return

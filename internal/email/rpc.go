@@ -105,7 +105,7 @@ func (s *Service) SendBatch(ctx context.Context, req *connect.Request[emailv1.Se
 // List is the Connect form of ListEmails.
 func (s *Service) List(ctx context.Context, req *connect.Request[emailv1.ListRequest]) (*connect.Response[emailv1.ListResponse], error) {
 	m := req.Msg
-	items, next, err := s.ListEmails(ctx, m.Ns, Filter{To: m.To, Status: m.Status, Tag: m.Tag}, int(m.Limit), m.Cursor)
+	items, next, err := s.ListEmails(ctx, m.Ns, Filter{To: m.To, Status: m.Status, Tag: m.Tag, Provider: m.Provider}, int(m.Limit), m.Cursor)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,8 @@ type Filter struct {
 	To     string // a recipient address (to, cc or bcc)
 	Status string
 	Tag    string // name or name=value
+	// Provider selects one provider's messages (outbox: kept, not delivered).
+	Provider string
 	// Test selects outbox messages of test keys only (true) or any (false).
 	Test bool
 }
@@ -113,6 +116,12 @@ func (s *Service) ListEmails(ctx context.Context, ns string, f Filter, limit int
 	}
 	if f.Test {
 		where["test"] = true
+	}
+	if f.Provider != "" {
+		if !slices.Contains([]string{"outbox", "resend", "sendgrid", "smtp"}, f.Provider) {
+			return nil, "", apierr.New(apierr.Invalid, "provider %q: use outbox, resend, sendgrid or smtp", f.Provider)
+		}
+		where["provider"] = f.Provider
 	}
 	if limit <= 0 {
 		limit = 50

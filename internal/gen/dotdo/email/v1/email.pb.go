@@ -858,13 +858,16 @@ func (x *SendBatchResponse) GetResults() []*BatchResult {
 }
 
 type ListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ns            string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
-	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	Tag           string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
-	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
-	Cursor        string                 `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ns     string                 `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	To     string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Status string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Tag    string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	Limit  int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor string                 `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// provider filters on the provider (outbox lists what was kept, not
+	// delivered).
+	Provider      string `protobuf:"bytes,7,opt,name=provider,proto3" json:"provider,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -937,6 +940,13 @@ func (x *ListRequest) GetLimit() int32 {
 func (x *ListRequest) GetCursor() string {
 	if x != nil {
 		return x.Cursor
+	}
+	return ""
+}
+
+func (x *ListRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
 	}
 	return ""
 }
@@ -1649,14 +1659,15 @@ const file_dotdo_email_v1_email_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\"J\n" +
 	"\x11SendBatchResponse\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.dotdo.email.v1.BatchResultR\aresults\"\x85\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.dotdo.email.v1.BatchResultR\aresults\"\xa1\x01\n" +
 	"\vListRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x12\x10\n" +
 	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12\x16\n" +
-	"\x06cursor\x18\x06 \x01(\tR\x06cursor\"E\n" +
+	"\x06cursor\x18\x06 \x01(\tR\x06cursor\x12\x1a\n" +
+	"\bprovider\x18\a \x01(\tR\bprovider\"E\n" +
 	"\fListResponse\x12\x14\n" +
 	"\x05items\x18\x01 \x01(\fR\x05items\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
