@@ -30,7 +30,7 @@ const (
 	// MaxRankedCandidates caps the full-text matches one query ranks: a
 	// broad query (a common word) stops collecting matches there, so its
 	// cost is bounded whatever the namespace holds.
-	MaxRankedCandidates = 10000
+	MaxRankedCandidates = 5000
 	// MaxSearchLimit is the largest page of search results.
 	MaxSearchLimit = 100
 	// DefaultRRFK is the Reciprocal Rank Fusion constant.
