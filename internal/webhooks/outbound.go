@@ -661,13 +661,16 @@ func (o *outbound) attempt(ctx context.Context, id string, e *endpointJSON, payl
 		}
 		secret, err := o.open(sec.Sealed)
 		if err != nil {
-			return 0, 0, err
+			continue // sealed under another key: rotate the secret
 		}
 		sig, err := SignSvix(secret, id, ts, payload)
 		if err != nil {
-			return 0, 0, err
+			continue
 		}
 		sigs = append(sigs, sig)
+	}
+	if len(sigs) == 0 {
+		return 0, 0, errors.New("no endpoint secret can be unsealed (was DOTDO_SECRET_KEY changed?); rotate the endpoint's secret")
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
 	defer cancel()
