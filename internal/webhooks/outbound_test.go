@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -386,5 +387,39 @@ func TestSweepOutbound(t *testing.T) {
 			t.Fatalf("swept delivery: %+v", e.deliveryState(id))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestOutboundSealingKeyChanged: after the sealing key changes, an
+// endpoint's old secret cannot sign; the attempt says to rotate, and after
+// a rotation the new secret alone signs.
+func TestOutboundSealingKeyChanged(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	r := newReceiver(t)
+	epID, _ := e.createEndpoint(r.srv.URL)
+	e.svc.out = newOutbound(e.svc, OutboundConfig{SecretKey: bytes.Repeat([]byte{1}, 32), AllowPrivate: true})
+	id := e.pendingDelivery(epID)
+	if _, err := e.svc.out.Deliver(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.deliveryState(id); r.count() != 0 || !strings.Contains(d.LastError, "rotate") {
+		t.Fatalf("with an unreadable secret: %d requests, %+v; want none and a hint to rotate", r.count(), d)
+	}
+	rot, err := e.svc.RotateSecret(e.ctx, connect.NewRequest(&webhooksv1.RotateSecretRequest{Id: epID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2 := e.pendingDelivery(epID)
+	if _, err := e.svc.out.Deliver(e.ctx, id2); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.reqs) != 1 {
+		t.Fatalf("after rotation: %d requests; want 1", len(r.reqs))
+	}
+	wh, _ := svix.NewWebhook(rot.Msg.Secret)
+	if err := wh.Verify(r.bodies[0], r.reqs[0].Header); err != nil || len(strings.Fields(r.reqs[0].Header.Get("webhook-signature"))) != 1 {
+		t.Fatalf("after rotation: verify %v, signatures %q", err, r.reqs[0].Header.Get("webhook-signature"))
 	}
 }
