@@ -47,10 +47,8 @@ func (s *HostIndex) hostScript(host string) (ns, script string, ok bool) {
 		host = host[:i]
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if s.hosts != nil {
-		if r, ok := s.customHost(host); ok {
-			return r.ns, r.script, true
-		}
+	if r, ok := s.customHost(host); ok {
+		return r.ns, r.script, true
 	}
 	if len(s.pattern) == 0 {
 		return "", "", false
