@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -145,4 +146,20 @@ func (s *Service) Health(ctx context.Context) error {
 		return apierr.New(apierr.Unavailable, "queue: JetStream does not answer")
 	}
 	return nil
+}
+
+// Drop deletes every stream and the settings bucket under this service's
+// prefix: all its queues, delayed messages and settings. It is for tests
+// and benchmarks on a shared NATS, each with a prefix of its own; the
+// service is unusable afterwards.
+func (s *Service) Drop(ctx context.Context) error {
+	var errs []error
+	for name := range s.js.StreamNames(ctx).Name() {
+		if strings.HasPrefix(name, s.cfg.Prefix+"_Q_") || name == s.delayedStream() || name == "KV_"+s.cfg.Prefix+"_queues" {
+			if err := s.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

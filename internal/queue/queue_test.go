@@ -52,11 +52,8 @@ func openExternal(t testing.TB, url string) *Service {
 		t.Fatalf("external NATS at %s: %v", url, err)
 	}
 	t.Cleanup(func() {
-		ctx := context.Background()
-		for name := range s.js.StreamNames(ctx).Name() {
-			if strings.HasPrefix(name, prefix+"_") || name == "KV_"+prefix+"_queues" {
-				s.js.DeleteStream(ctx, name)
-			}
+		if err := s.Drop(context.Background()); err != nil {
+			t.Errorf("drop %s: %v", prefix, err)
 		}
 		s.Close()
 	})
@@ -714,6 +711,7 @@ func TestSharedExternal(t *testing.T) {
 	}
 	defer b.Close()
 	ensure(t, a, Defaults("shared"))
+	ensure(t, a, Defaults("shared2"))
 	ids, err := b.Send(context.Background(), "shared", js("1"))
 	if err != nil {
 		t.Fatal(err)

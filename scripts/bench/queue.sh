@@ -31,7 +31,12 @@ run_rest() { # $1: label, $2...: extra serve args
   kill $pid; wait $pid || true
 }
 run_rest "embedded NATS"
-run_rest "external NATS ($NATS_BENCH_URL)" --nats-url "$NATS_BENCH_URL"
+qprefix=DOTDOBENCH$RANDOM$RANDOM
+run_rest "external NATS ($NATS_BENCH_URL)" --nats-url "$NATS_BENCH_URL" --queue-prefix "$qprefix"
+# Delete what the binary made under its prefix on the shared NATS.
+for s in $(go run github.com/nats-io/natscli/nats@v0.5.0 --server "$NATS_BENCH_URL" stream ls -n | grep -E "^(KV_)?${qprefix}_"); do
+  go run github.com/nats-io/natscli/nats@v0.5.0 --server "$NATS_BENCH_URL" stream rm -f "$s" >/dev/null
+done
 
 echo "== nats bench: JetStream file-storage publish, 4 publishers, batches of 100 (async), 128 B"
 stream=DOTDOBENCH$RANDOM$RANDOM
