@@ -790,22 +790,15 @@ func (s *Service) vectorPage(ctx context.Context, p *searchPlan) ([]hit, error) 
 // repeats or is skipped; the list holds at most 4 x limit things.
 func (s *Service) hybridPage(ctx context.Context, p *searchPlan) ([]hit, error) {
 	depth := 2 * p.limit
-	var ft []ftKey
-	var vr []scored
-	var ferr, verr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		vr, verr = s.vectorLeg(ctx, p, depth, nil)
-	}()
-	ft, ferr = s.fulltextLeg(ctx, p)
-	wg.Wait()
-	if ferr != nil {
-		return nil, ferr
+	// The legs run one after the other: the vector scan already uses
+	// every CPU, and a full-text leg beside it would only wait for one.
+	ft, err := s.fulltextLeg(ctx, p)
+	if err != nil {
+		return nil, err
 	}
-	if verr != nil {
-		return nil, verr
+	vr, err := s.vectorLeg(ctx, p, depth, nil)
+	if err != nil {
+		return nil, err
 	}
 	live, err := s.resolve(ctx, p.ns, ft, depth)
 	if err != nil {
