@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dotdo/dotdo/internal/testdb"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
@@ -25,9 +26,21 @@ import (
 // until the last one is recorded as sent.
 //
 //	go test ./cmd/dotdo -run '^$' -bench EmailOutboxE2E -benchtime 10000x
+//
+// With DOTDO_TEST_POSTGRES_URL it runs on PostgreSQL too.
 func BenchmarkEmailOutboxE2E(b *testing.B) {
-	be := backend{name: thingsdb.SQLite, dataDir: b.TempDir()}
-	base := benchLaunch(b, append(be.args(), "--rate-limit", "off"))
+	for _, name := range testdb.Backends() {
+		b.Run(name, func(b *testing.B) {
+			be := backend{name: name, dataDir: b.TempDir()}
+			if name == thingsdb.Postgres {
+				be.databaseURL = testdb.SchemaURL(b)
+			}
+			benchEmails(b, benchLaunch(b, append(be.args(), "--rate-limit", "off"), be.env()))
+		})
+	}
+}
+
+func benchEmails(b *testing.B, base string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
@@ -91,10 +104,10 @@ func BenchmarkEmailOutboxE2E(b *testing.B) {
 
 // benchLaunch starts the binary for a benchmark and returns its URL; it
 // is stopped with SIGTERM when the benchmark ends.
-func benchLaunch(b *testing.B, args []string) string {
+func benchLaunch(b *testing.B, args, env []string) string {
 	b.Helper()
 	cmd := exec.Command(dotdoBin, append([]string{"serve", "--addr", "127.0.0.1:0", "--log-format", "json"}, args...)...)
-	cmd.Env = baseEnv()
+	cmd.Env = append(baseEnv(), env...)
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -33,17 +33,19 @@ func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
 		}
 		items = append(items, &item{m: m, id: body.ID})
 	}
-	sem := make(chan struct{}, s.cfg.Concurrency)
+	// Reads are cheap and independent: more of them at once than deliveries.
+	reads := make(chan struct{}, 4*s.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, it := range items {
-		sem <- struct{}{}
+		reads <- struct{}{}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() { <-reads }()
 			it.rec, it.version, _ = s.getRecord(ctx, it.id)
 		})
 	}
 	wg.Wait()
-	// The outbox's emails: one write for all.
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	// The outbox's emails: recorded as sent in a few batch writes.
 	var ops []*dbv1.Op
 	var boxed, rest []*item
 	now := s.now()
@@ -64,17 +66,30 @@ func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
 		}
 		rest = append(rest, it)
 	}
-	if len(ops) > 0 {
-		if _, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops})); err != nil {
-			// Someone else wrote one of them meanwhile: one by one.
-			rest = append(rest, boxed...)
-		} else {
-			s.metrics.deliveries.WithLabelValues("outbox", "sent").Add(float64(len(boxed)))
-			for _, it := range boxed {
+	// In groups written side by side: PostgreSQL runs them in parallel,
+	// SQLite one after the other as it would anyway.
+	const group = 10
+	var restMu sync.Mutex
+	for i := 0; i < len(ops); i += group {
+		j := min(i+group, len(ops))
+		gops, gitems := ops[i:j], boxed[i:j]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: gops})); err != nil {
+				// Someone else wrote one of them meanwhile: one by one.
+				restMu.Lock()
+				rest = append(rest, gitems...)
+				restMu.Unlock()
+				return
+			}
+			s.metrics.deliveries.WithLabelValues("outbox", "sent").Add(float64(len(gitems)))
+			for _, it := range gitems {
 				it.m.Ack()
 			}
-		}
+		})
 	}
+	wg.Wait()
 	for _, it := range rest {
 		sem <- struct{}{}
 		wg.Go(func() {
