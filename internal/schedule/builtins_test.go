@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ import (
 type store struct {
 	*thingsdb.Service
 	be thingsdb.Backend
+	// offset shifts the db's clock; atomic because a finished run's
+	// goroutines may still be writing when a test moves the clock.
+	offset *atomic.Int64
 }
 
 func openStore(t *testing.T, backend string) store {
@@ -38,7 +42,9 @@ func openStore(t *testing.T, backend string) store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return store{db, be}
+	offset := new(atomic.Int64)
+	db.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	return store{db, be, offset}
 }
 
 // rawCount counts rows of a type in a namespace, expired ones included.
@@ -129,7 +135,7 @@ func TestBuiltinCleanupExpiredSessionsAndKeys(t *testing.T) {
 				t.Errorf("output = %q; want purged 0", run.Output)
 			}
 			// Two hours on (the session lasts one, the short key a minute).
-			st.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+			st.offset.Store(int64(2 * time.Hour))
 			run := runBuiltin(t, r, "cleanup-expired-sessions")
 			runBuiltin(t, r, "cleanup-expired-api-keys")
 			for typ, want := range map[string]int{"Session": 0, "RefreshToken": 0, "APIKey": 1, "User": before["User"]} {
@@ -159,7 +165,7 @@ func TestBuiltinCleanupOldGenerations(t *testing.T) {
 			st := openStore(t, be)
 			ctx := context.Background()
 			put := func(ns, id, typ string, age time.Duration) {
-				st.Now = func() time.Time { return time.Now().Add(-age) }
+				st.offset.Store(int64(-age))
 				if _, err := st.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: ns, Id: id, Type: typ, Data: []byte(`{}`)}})); err != nil {
 					t.Fatal(err)
 				}
@@ -170,7 +176,7 @@ func TestBuiltinCleanupOldGenerations(t *testing.T) {
 			put("acme", "new", "Generation", 2*24*time.Hour)
 			put("acme", "old-doc", "Document", 90*24*time.Hour)
 			put("other", "old-gen", "Generation", 90*24*time.Hour)
-			st.Now = time.Now
+			st.offset.Store(0)
 			clk := NewFakeClock(time.Now())
 			r := startReplica(t, st.Service, clk, "r0", builtin("cleanup-old-generations",
 				CleanupOldGenerations(st.Service, clk, []RetentionPolicy{{Ns: "acme", Type: "Generation", MaxAge: 30 * 24 * time.Hour}})))
