@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dotdo/dotdo/internal/auth"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // errUsage means the error and the usage text were already printed.
@@ -51,6 +52,7 @@ type config struct {
 	RateLimitRoutes string
 	RedisURL        string
 	OIDC            []auth.OIDCProvider
+	Embedder        thingsdb.EmbedderConfig
 
 	Queue    queueConfig
 	Email    emailConfig
@@ -115,6 +117,10 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		{flag: "rate-limit-routes", env: "DOTDO_RATE_LIMIT_ROUTES", def: "", help: "per-route limits that override the two above: \"METHOD /pattern=N/period\" pairs separated by commas"},
 		{flag: "redis-url", env: "REDIS_URL", def: "", help: "redis://host:6379/0 shares rate limits between gateway replicas (DOTDO_REDIS_URL also works); in memory when empty"},
 		{flag: "oidc", env: "DOTDO_OIDC", def: "", help: "OpenID Connect sign-in providers: name=issuer-url,client-id pairs separated by commas; each client secret comes from DOTDO_OIDC_<NAME>_CLIENT_SECRET; register <public-url>/v1/auth/oauth/<name>/callback with the provider; workos=<authkit-domain>,<client-id> is WorkOS AuthKit (acme-42.authkit.app, or a custom domain's https URL)"},
+		{flag: "embedder", env: "DOTDO_EMBEDDER", def: "none", help: "how the db service turns text into vectors for vector and hybrid search: none, lexical-hash (offline, lexical, for development: it matches words, not meaning) or openai (any OpenAI-compatible /v1/embeddings server; the key comes from DOTDO_EMBEDDER_API_KEY)"},
+		{flag: "embedder-url", env: "DOTDO_EMBEDDER_URL", def: "https://api.openai.com/v1", help: "base URL of the OpenAI-compatible embeddings server, up to /v1 (Ollama: http://127.0.0.1:11434/v1)"},
+		{flag: "embedder-model", env: "DOTDO_EMBEDDER_MODEL", def: "text-embedding-3-small", help: "embedding model name, for --embedder openai"},
+		{flag: "embedder-dims", env: "DOTDO_EMBEDDER_DIMS", def: "384", help: "embedding dimensions (a namespace's vectors all have this many)"},
 	}
 	for _, more := range [][]*option{queueOptions(), emailOptions(), scheduleOptions(), webhooksOptions(), dispatchOptions(), mcpOptions()} {
 		opts = append(opts, more...)
@@ -145,7 +151,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 			}
 			fmt.Fprintf(stderr, "  --%s%s\n    \t%s\n    \t(env %s; default %s)\n", o.flag, arg, o.help, o.env, def)
 		}
-		fmt.Fprintf(stderr, "\nEnvironment only (secrets stay out of process listings):\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n  DOTDO_SECRET_KEY\n    \t32 bytes as 64 hex characters; encrypts token signing keys at rest\n    \t(required with PostgreSQL; on SQLite kept in <data-dir>/secret.key when unset)\n  DOTDO_BOOTSTRAP_ADMIN_KEY\n    \ton first start with an empty store, the admin API key to create\n    \t(an sk_live_ key; without it a random one is created and printed once)\n  DOTDO_OIDC_<NAME>_CLIENT_SECRET\n    \tthe client secret of the --oidc provider <name> (capitals, - as _)\n")
+		fmt.Fprintf(stderr, "\nEnvironment only (secrets stay out of process listings):\n  DOTDO_INTERNAL_TOKEN\n    \tservice credential for internal RPC between processes in split mode\n    \t(at least 32 characters; required when services run in separate processes)\n  DOTDO_SECRET_KEY\n    \t32 bytes as 64 hex characters; encrypts token signing keys at rest\n    \t(required with PostgreSQL; on SQLite kept in <data-dir>/secret.key when unset)\n  DOTDO_BOOTSTRAP_ADMIN_KEY\n    \ton first start with an empty store, the admin API key to create\n    \t(an sk_live_ key; without it a random one is created and printed once)\n  DOTDO_OIDC_<NAME>_CLIENT_SECRET\n    \tthe client secret of the --oidc provider <name> (capitals, - as _)\n  DOTDO_EMBEDDER_API_KEY\n    \tthe API key of the --embedder openai server (none for Ollama)\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -279,6 +285,21 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	if c.has("auth") { // only the auth service talks to providers and needs their secrets
 		if c.OIDC, err = auth.ParseOIDC(get("oidc").value, getenv); err != nil {
 			return nil, bad("oidc", err.Error())
+		}
+	}
+	if kind := get("embedder").value; kind != "none" {
+		if kind != "lexical-hash" && kind != "openai" {
+			return nil, bad("embedder", "use none, lexical-hash or openai")
+		}
+		dims, err := strconv.Atoi(get("embedder-dims").value)
+		if err != nil || dims < 8 || dims > thingsdb.MaxEmbedding {
+			return nil, bad("embedder-dims", fmt.Sprintf("want a number from 8 to %d", thingsdb.MaxEmbedding))
+		}
+		c.Embedder = thingsdb.EmbedderConfig{Kind: kind, Dims: dims, URL: strings.TrimSuffix(get("embedder-url").value, "/"), Model: get("embedder-model").value, APIKey: getenv("DOTDO_EMBEDDER_API_KEY")}
+		if kind == "openai" {
+			if u, err := url.Parse(c.Embedder.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, bad("embedder-url", "want the server's base URL up to /v1, such as https://api.openai.com/v1")
+			}
 		}
 	}
 	l := optionLookup{get: get, bad: bad, getenv: getenv}

@@ -224,6 +224,13 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			return err
 		}
 		closers = append(closers, svc.Close)
+		emb, err := thingsdb.NewEmbedder(cfg.Embedder)
+		if err != nil {
+			return fmt.Errorf("--embedder: %w", err)
+		}
+		if emb != nil {
+			svc.SetEmbedder(emb)
+		}
 		db = svc
 		dbPath, dbRPC = dbv1connect.NewDBServiceHandler(svc, serverOpts...)
 		log.Info("db service ready", "backend", d.be.Name, "database", d.where)
@@ -344,6 +351,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		gcfg.Self = "gateway"
 		gcfg.Auth = authn
 		gcfg.RateLimit = lim.decide
+		gcfg.Events = thingsdb.NewRequestEvents(ctx, dbAPI, log.With("service", "analytics")).Record
 		gcfg.MetricsAccess = func(id *authv1.Identity) bool { return can(id, auth.Namespace, "metrics:read") }
 		handler = gateway.New(gcfg, log.With("service", "gateway"), reg, ups)
 	} else {
