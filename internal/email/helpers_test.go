@@ -36,7 +36,11 @@ func openQueue(t testing.TB) *queue.Service {
 			t.Fatalf("external NATS at %s: %v", url, err)
 		}
 		t.Cleanup(func() {
-			q.DeleteQueue(context.Background(), SendQueue)
+			// Everything under the test's prefix: queues, the delay
+			// stream and the settings bucket.
+			if err := q.Drop(context.Background()); err != nil {
+				t.Errorf("drop the test's streams: %v", err)
+			}
 			q.Close()
 		})
 		return q

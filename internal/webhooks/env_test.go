@@ -90,8 +90,11 @@ func openQueue(t testing.TB) *queue.Service {
 	}
 	t.Cleanup(func() {
 		if cfg.URL != "" {
-			q.DeleteQueue(context.Background(), InboundQueue)
-			q.DeleteQueue(context.Background(), OutboundQueue)
+			// Everything under the test's prefix: queues, the delay
+			// stream and the settings bucket.
+			if err := q.Drop(context.Background()); err != nil {
+				t.Errorf("drop the test's streams: %v", err)
+			}
 		}
 		q.Close()
 	})
