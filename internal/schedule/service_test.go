@@ -356,10 +356,22 @@ func TestRunNowAndEnable(t *testing.T) {
 	if _, err := r.SetEnabled(ctx, connect.NewRequest(&schedulev1.SetEnabledRequest{Ns: "acme", Name: "manual", Enabled: true})); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	clk.Advance(22 * time.Hour) // to 23:00; the tick is at midnight
-	time.Sleep(20 * time.Millisecond)
-	clk.Advance(time.Hour)
+	// Move the clock an hour at a time; at each midnight give the engine
+	// time to claim the tick. Sleeping and advancing in one step raced
+	// the engine re-arming its timer after SetEnabled under -race: the
+	// clock passed midnight first and the engine armed the next one.
+	deadline := time.Now().Add(15 * time.Second)
+	for len(runs(t, r.Service, "acme", "manual")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the scheduled run")
+		}
+		clk.Advance(time.Hour)
+		if clk.Now().Hour() == 0 {
+			for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && len(runs(t, r.Service, "acme", "manual")) < 2; {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
 	waitFor(t, "the scheduled run", func() bool { rs := runs(t, r.Service, "acme", "manual"); return len(rs) == 2 && finished(rs) })
 	// Deleted: gone from GET, no more runs.
 	if _, err := r.DeleteTask(ctx, connect.NewRequest(&schedulev1.DeleteTaskRequest{Ns: "acme", Name: "manual"})); err != nil {

@@ -168,7 +168,9 @@ func TestOutboundSchedule(t *testing.T) {
 	r := newReceiver(t)
 	r.set(500, nil)
 	epID, _ := e.createEndpoint(r.srv.URL)
-	clock := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	// Ahead of the real time: the sweeper's first pass may read the real
+	// clock, and must not find this delivery overdue and deliver it too.
+	clock := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Hour)
 	e.clock.set(clock)
 	id := e.pendingDelivery(epID)
 	for i := range Schedule {
@@ -224,7 +226,9 @@ func TestOutboundGoneAndRetryAfter(t *testing.T) {
 	e := newEnv(t, "sqlite")
 	r := newReceiver(t)
 	epID, _ := e.createEndpoint(r.srv.URL)
-	clock := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	// Ahead of the real time: the sweeper's first pass may read the real
+	// clock, and must not find this delivery overdue and deliver it too.
+	clock := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Hour)
 	e.clock.set(clock)
 
 	r.set(503, map[string]string{"Retry-After": "3600"})
