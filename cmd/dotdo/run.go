@@ -340,7 +340,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			switch ups[i].Name {
 			case "db":
 				ups[i].Routes = func(mux *http.ServeMux) {
-					thingsdb.Routes(mux, dbAPI, thingsdb.RouteOptions{Authorize: authorizer(cfg.Roles)})
+					thingsdb.Routes(mux, withThingEvents(dbAPI, w), thingsdb.RouteOptions{Authorize: authorizer(cfg.Roles)})
 				}
 			case "auth":
 				ups[i].Routes = func(mux *http.ServeMux) {

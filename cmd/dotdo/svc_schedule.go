@@ -134,6 +134,8 @@ type scheduleWiring struct {
 	// api is the schedule service here or its Connect client, for the
 	// services wired later (mcp); nil when no schedule is reachable.
 	api schedule.API
+	// svc is the schedule service when it runs in this process.
+	svc *schedule.Service
 }
 
 // recordLimit is the gateway's hook for a refused request.
@@ -283,7 +285,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	}
 	go svc.Run(ctx)
 	w.closers = append(w.closers, svc.Close)
-	w.schedule.api = svc
+	w.schedule.api, w.schedule.svc = svc, svc
 	path, rpc := schedulev1connect.NewScheduleServiceHandler(svc, w.serverOpts...)
 	up := gateway.Upstream{
 		Name: "schedule", Prefixes: schedule.Prefixes, RPCPath: path, RPC: rpc,

@@ -146,6 +146,7 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 			return fmt.Errorf("webhooks metrics: %w", err)
 		}
 		w.webhooks.svc = svc
+		wireEvents(w, svc)
 		api = svc
 		path, handler = webhooksv1connect.NewWebhooksServiceHandler(svc, w.serverOpts...)
 		var providers []string

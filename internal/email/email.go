@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -101,6 +102,8 @@ type Service struct {
 	commits chan *commit
 	stopped chan struct{} // closed when the Start context ends
 	metrics *emailMetrics
+	// onStatus is the OnStatus hook.
+	onStatus atomic.Pointer[func(StatusChange)]
 }
 
 // New returns the email service over its db and queue bindings. Start it

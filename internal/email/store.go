@@ -182,6 +182,7 @@ func (s *Service) update(ctx context.Context, id string, change func(r *record) 
 		if err != nil {
 			return nil, err
 		}
+		before := r.Status
 		ok, extra, err := change(r)
 		if err != nil || !ok {
 			return r, err
@@ -197,10 +198,37 @@ func (s *Service) update(ctx context.Context, id string, change func(r *record) 
 			_, err = s.db.Batch(ctx, connect.NewRequest(&dbv1.BatchRequest{Ns: Namespace, Ops: ops}))
 		}
 		if err == nil {
+			if r.Status != before {
+				s.notifyStatus(StatusChange{Ns: r.Ns, ID: id, To: r.To, Status: r.Status})
+			}
 			return r, nil
 		}
 		if !apierr.Is(err, apierr.PreconditionFailed) || attempt >= 20 {
 			return nil, err
 		}
+	}
+}
+
+// StatusChange is an email whose status changed (sent, delivered,
+// bounced, ...).
+type StatusChange struct {
+	Ns, ID string
+	To     []string
+	Status string
+}
+
+// OnStatus sets f to be called (it must not block) after each change of
+// an email's status is stored. nil removes it.
+func (s *Service) OnStatus(f func(StatusChange)) {
+	if f == nil {
+		s.onStatus.Store(nil)
+		return
+	}
+	s.onStatus.Store(&f)
+}
+
+func (s *Service) notifyStatus(c StatusChange) {
+	if f := s.onStatus.Load(); f != nil {
+		(*f)(c)
 	}
 }

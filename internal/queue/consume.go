@@ -334,6 +334,7 @@ func (s *Service) deadLetter(ctx context.Context, st Settings, jm settleable, id
 		jm.Term()
 		c.dropped.Add(1)
 		s.log.Warn("queue message dropped after its last attempt", "queue", st.Name, "id", id, "attempts", attempts, "lastError", lastErr)
+		s.notifyDeadLetter(DeadLetter{Queue: st.Name, MessageID: id, Attempts: attempts, Error: lastErr})
 		return
 	}
 	if err := s.toDLQ(ctx, st, jm, attempts, lastErr); err != nil {
@@ -344,6 +345,33 @@ func (s *Service) deadLetter(ctx context.Context, st Settings, jm settleable, id
 	}
 	jm.Ack()
 	c.deadLettered.Add(1)
+	s.notifyDeadLetter(DeadLetter{Queue: st.Name, MessageID: id, Attempts: attempts, Error: lastErr, DeadLetterQueue: st.DeadLetterQueue})
+}
+
+// DeadLetter describes a message that used up its attempts: moved to
+// DeadLetterQueue, or dropped when that is empty.
+type DeadLetter struct {
+	Queue, MessageID string
+	Attempts         int
+	Error            string
+	DeadLetterQueue  string
+}
+
+// OnDeadLetter sets f to be called (on the consumer's goroutine; it must
+// not block) after each message that used up its attempts is moved to its
+// dead-letter queue or dropped. nil removes it.
+func (s *Service) OnDeadLetter(f func(DeadLetter)) {
+	if f == nil {
+		s.onDeadLetter.Store(nil)
+		return
+	}
+	s.onDeadLetter.Store(&f)
+}
+
+func (s *Service) notifyDeadLetter(d DeadLetter) {
+	if f := s.onDeadLetter.Load(); f != nil {
+		(*f)(d)
+	}
 }
 
 func (s *Service) toDLQ(ctx context.Context, st Settings, jm settleable, attempts int, lastErr string) error {

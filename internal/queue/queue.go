@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -152,6 +153,8 @@ type Service struct {
 	counters map[string]*counters
 	leases   map[string]*lease // HTTP pull leases taken by this process
 	metrics  *queueMetrics
+	// onDeadLetter is the OnDeadLetter hook.
+	onDeadLetter atomic.Pointer[func(DeadLetter)]
 
 	wg sync.WaitGroup
 }

@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -139,6 +140,23 @@ type Service struct {
 	wg    sync.WaitGroup
 	// bg is the context given to Start, for runs started by RPCs.
 	bg context.Context
+	// onRunFailed is the OnRunFailed hook.
+	onRunFailed atomic.Pointer[func(RunFailure)]
+}
+
+// RunFailure is a run that ended failed (its retries spent) or abandoned.
+type RunFailure struct {
+	Ns, Task, RunID, Status, Error string
+}
+
+// OnRunFailed sets f to be called (it must not block) after a run ends
+// failed or abandoned. nil removes it.
+func (s *Service) OnRunFailed(f func(RunFailure)) {
+	if f == nil {
+		s.onRunFailed.Store(nil)
+		return
+	}
+	s.onRunFailed.Store(&f)
 }
 
 // entry is a task as this replica's clock sees it.
@@ -829,6 +847,11 @@ func (s *Service) finish(ctx context.Context, r *runState, status, errMsg, out s
 		return err
 	}
 	s.dropActive(ctx, r.pb.Id)
+	if status == statusFailed || status == statusAbandoned {
+		if f := s.onRunFailed.Load(); f != nil {
+			(*f)(RunFailure{Ns: r.t.pb.Ns, Task: r.t.pb.Name, RunID: r.pb.Id, Status: status, Error: r.pb.Error})
+		}
+	}
 	return nil
 }
 

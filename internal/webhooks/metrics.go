@@ -7,6 +7,9 @@ type metrics struct {
 	inbound   *prometheus.CounterVec // provider, outcome
 	processed *prometheus.CounterVec // provider, status
 	outbound  *prometheus.CounterVec // result
+	// eventsDropped counts dotdo events dropped because the emitter's
+	// buffer was full.
+	eventsDropped prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -17,6 +20,8 @@ func newMetrics() *metrics {
 			Help: "Inbound events processed by provider and resulting status (processed, ignored, failed, retry)."}, []string{"provider", "status"}),
 		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_outbound_attempts_total",
 			Help: "Outbound delivery attempts by result (succeeded, retry, failed, gone)."}, []string{"result"}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "dotdo_webhooks_events_dropped_total",
+			Help: "dotdo events (thing.created, email.delivered, ...) dropped before publishing because the emitter's buffer was full."}),
 	}
 }
 
@@ -25,6 +30,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.inbound.Describe(ch)
 	m.processed.Describe(ch)
 	m.outbound.Describe(ch)
+	m.eventsDropped.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -32,6 +38,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.inbound.Collect(ch)
 	m.processed.Collect(ch)
 	m.outbound.Collect(ch)
+	m.eventsDropped.Collect(ch)
 }
 
 // Collector returns the service's metrics for a registry.

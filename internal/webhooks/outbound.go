@@ -256,6 +256,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, req *connect.Request[webho
 	if err != nil {
 		return nil, s.internal(ctx, "create endpoint", err)
 	}
+	s.ev.invalidate()
 	return connect.NewResponse(&webhooksv1.EndpointResponse{Endpoint: endpointOut(res.Msg.Thing, e), Secret: secret}), nil
 }
 
@@ -307,6 +308,7 @@ func (s *Service) saveEndpoint(ctx context.Context, t *dbv1.Thing, e *endpointJS
 	if err != nil {
 		return nil, err
 	}
+	s.ev.invalidate()
 	return res.Msg.Thing, nil
 }
 

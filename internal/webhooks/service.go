@@ -106,6 +106,8 @@ type Service struct {
 	// outbound delivery
 	out     *outbound
 	metrics *metrics
+	// ev emits dotdo's own events (emitter.go).
+	ev *Events
 
 	// receiving counts deliveries being verified and stored.
 	receiving atomic.Int64
@@ -153,6 +155,7 @@ func New(db DB, q Queue, users Users, email Email, cfg Config, log *slog.Logger)
 	s := &Service{cfg: cfg, db: db, queue: q, users: users, email: email, log: log.With("service", "webhooks"), Now: time.Now, metrics: newMetrics()}
 	s.handlers = s.routes()
 	s.out = newOutbound(s, cfg.Outbound)
+	s.ev = newEvents(s, EventsBuffer)
 	return s, nil
 }
 
@@ -192,6 +195,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", OutboundQueue, err)
 	}
 	go s.sweep(ctx)
+	go s.ev.run(ctx)
 	return nil
 }
 
