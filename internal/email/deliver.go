@@ -86,6 +86,7 @@ func (s *Service) handle(ctx context.Context, b *queue.Batch) error {
 			s.metrics.deliveries.WithLabelValues("outbox", "sent").Add(float64(len(gitems)))
 			for _, it := range gitems {
 				it.m.Ack()
+				s.notifyStatus(StatusChange{Ns: it.rec.Ns, ID: it.id, To: it.rec.To, Status: StatusSent})
 			}
 		})
 	}
