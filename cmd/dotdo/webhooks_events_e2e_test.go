@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/dotdo/dotdo/internal/testdb"
 )
 
 // eventReceiver is a user's endpoint that keeps each request.
@@ -72,7 +74,13 @@ func (r *eventReceiver) wait(t *testing.T, secret, typ string) dotdoEvent {
 // email sent in the outbox reaches another as email.sent; writes to
 // system namespaces and types nobody subscribed to send nothing.
 func TestWebhookEventsE2E(t *testing.T) {
-	b := newBackend(t, "sqlite")
+	for _, name := range testdb.Backends() {
+		t.Run(name, func(t *testing.T) { webhookEvents(t, name) })
+	}
+}
+
+func webhookEvents(t *testing.T, backend string) {
+	b := newBackend(t, backend)
 	p := startAllInOne(t, b, "--webhooks-allow-private", "--rate-limit-anon", "off")
 	things := newEventReceiver(t)
 	mails := newEventReceiver(t)
