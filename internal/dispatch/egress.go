@@ -8,13 +8,16 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/dotdo/dotdo/internal/netguard"
 )
 
 // publicOnly refuses connections to addresses a tenant must not reach
-// through fetch: loopback, private (RFC 1918, RFC 4193), link-local (cloud
-// metadata at 169.254.169.254), CGNAT, multicast and unspecified. It
-// checks the address actually dialled, after DNS, so a public name that
-// resolves to a private address is refused too.
+// through fetch: every address netguard.Public refuses (loopback,
+// private, link-local such as cloud metadata at 169.254.169.254, CGNAT,
+// multicast, unspecified, reserved). It checks the address actually
+// dialled, after DNS, so a public name that resolves to a private address
+// is refused too.
 func publicOnly(_, address string, _ syscall.RawConn) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
@@ -24,20 +27,13 @@ func publicOnly(_, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return err
 	}
-	if !publicAddr(ip) {
+	if !netguard.Public(ip) {
 		return fmt.Errorf("%w: %s", errPrivateAddress, ip)
 	}
 	return nil
 }
 
 var errPrivateAddress = fmt.Errorf("address not allowed for fetch")
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-func publicAddr(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !cgnat.Contains(ip)
-}
 
 // fetchClient is the HTTP client of the fetch host function. Unless
 // allowPrivate, it connects only to public addresses. It never follows

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dotdo/dotdo/internal/netguard"
 	"github.com/dotdo/dotdo/internal/queue"
 )
 
@@ -29,7 +30,7 @@ func dialGuard(_ context.Context, network, address string, _ syscall.RawConn) er
 	if err != nil {
 		return fmt.Errorf("refused to connect to %q: not an IP address", host)
 	}
-	if refusedAddr(ip) {
+	if !netguard.Public(ip) {
 		return errRefused{ip}
 	}
 	return nil

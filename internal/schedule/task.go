@@ -11,6 +11,7 @@ import (
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	schedulev1 "github.com/dotdo/dotdo/internal/gen/dotdo/schedule/v1"
+	"github.com/dotdo/dotdo/internal/netguard"
 )
 
 // Limits and defaults of a task, documented in docs/schedule.md.
@@ -242,7 +243,7 @@ func (s *Service) checkURL(raw string) error {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") || host == "metadata.google.internal" {
 		return invalid("action.url %q is refused: %s is a loopback or internal name (allow private addresses in the schedule service's config to call it)", raw, host)
 	}
-	if ip, err := netip.ParseAddr(host); err == nil && refusedAddr(ip) {
+	if ip, err := netip.ParseAddr(host); err == nil && !netguard.Public(ip) {
 		return invalid("action.url %q is refused: %s is a loopback, private or reserved address (allow private addresses in the schedule service's config to call it)", raw, ip)
 	}
 	if ip := net.ParseIP(host); ip == nil && strings.Trim(host, "0123456789.") == "" {
@@ -250,30 +251,6 @@ func (s *Service) checkURL(raw string) error {
 		return invalid("action.url %q is refused: %s is not a dotted-quad address or a name", raw, host)
 	}
 	return nil
-}
-
-var refusedPrefixes = func() []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4", "64:ff9b::/96", "64:ff9b:1::/48", "2001:db8::/32", "2002::/16", "100::/64"} {
-		out = append(out, netip.MustParsePrefix(p))
-	}
-	return out
-}()
-
-// refusedAddr reports whether ip is loopback, private, link-local,
-// multicast, unspecified or otherwise not a public unicast address.
-func refusedAddr(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return true
-	}
-	for _, p := range refusedPrefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // errRefused is the dial-time refusal of a private address.

@@ -28,6 +28,7 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
+	"github.com/dotdo/dotdo/internal/netguard"
 	"github.com/dotdo/dotdo/internal/queue"
 	"github.com/dotdo/dotdo/internal/thingsdb"
 )
@@ -98,19 +99,10 @@ func (o *outbound) control(network, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return err
 	}
-	if !publicAddr(ip) {
+	if !netguard.Public(ip) {
 		return fmt.Errorf("address %s is not public; endpoints on private networks need --webhooks-allow-private", ip)
 	}
 	return nil
-}
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-// publicAddr reports whether ip is a public unicast address.
-func publicAddr(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !cgnat.Contains(ip) &&
-		!netip.MustParsePrefix("0.0.0.0/8").Contains(ip) && !netip.MustParsePrefix("fc00::/7").Contains(ip)
 }
 
 func (o *outbound) seal(secret string) string {
@@ -199,7 +191,7 @@ func (o *outbound) checkURL(raw string) error {
 		return nil
 	}
 	host := u.Hostname()
-	if ip, err := netip.ParseAddr(host); err == nil && !publicAddr(ip) {
+	if ip, err := netip.ParseAddr(host); err == nil && !netguard.Public(ip) {
 		return apierr.New(apierr.Invalid, "url points at a non-public address; private endpoints need --webhooks-allow-private")
 	}
 	if h := strings.ToLower(host); h == "localhost" || strings.HasSuffix(h, ".localhost") {
