@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 
 	"connectrpc.com/connect"
 
@@ -19,7 +18,8 @@ import (
 // webhooks service runs in this process.
 
 // thingEvents decorates the db binding of the REST routes: after a
-// successful Put, Delete or Batch it emits the events; Emit never blocks.
+// successful Put, Delete or Batch it emits the events; Emit never blocks
+// and drops events of system namespaces itself.
 type thingEvents struct {
 	thingsdb.API
 	ev *webhooks.Events
@@ -42,7 +42,7 @@ type thingEvent struct {
 }
 
 func (e *thingEvents) thing(t *dbv1.Thing, created bool) {
-	if t == nil || strings.HasPrefix(t.Ns, "_") {
+	if t == nil {
 		return
 	}
 	typ := "thing.updated"
@@ -53,9 +53,6 @@ func (e *thingEvents) thing(t *dbv1.Thing, created bool) {
 }
 
 func (e *thingEvents) deleted(ns, id string) {
-	if strings.HasPrefix(ns, "_") {
-		return
-	}
 	e.ev.Emit(ns, "thing.deleted", thingEvent{Ns: ns, ID: id})
 }
 
