@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -192,4 +193,26 @@ func WriteHTTP(w http.ResponseWriter, requestID string, err error) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)+1))
 	w.WriteHeader(e.Status())
 	w.Write(append(out, '\n'))
+}
+
+// ReadBody reads r's whole body. Reading fails as BodyError says: 413
+// when the body is larger than the limit the gateway set with
+// http.MaxBytesReader, 400 otherwise.
+func ReadBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, BodyError(err)
+	}
+	return b, nil
+}
+
+// BodyError is the error to answer when reading a request body failed
+// with err: TooLarge naming the limit when err is the gateway's body
+// limit (*http.MaxBytesError), Invalid otherwise.
+func BodyError(err error) *Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return New(TooLarge, "request body is larger than %d bytes", mbe.Limit)
+	}
+	return New(Invalid, "reading request body: %v", err)
 }

@@ -3,8 +3,6 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -142,13 +140,9 @@ func caller(r *http.Request) (*authv1.Identity, error) {
 }
 
 func decode(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return apierr.New(apierr.Invalid, "reading request body failed")
+		return err
 	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()

@@ -124,13 +124,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return apierr.New(apierr.Invalid, "reading request body: %v", err)
+		return err
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		b = []byte("{}")
@@ -355,7 +351,7 @@ func ReadUpload(r *http.Request, maxModule int64) ([]byte, Metadata, error) {
 func uploadError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
+		return apierr.BodyError(err)
 	}
 	return apierr.New(apierr.Invalid, "reading the multipart body: %v", err)
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -78,13 +77,9 @@ type Response struct {
 
 // NewInvocation reads r (its body whole) for the script q chose.
 func NewInvocation(r *http.Request, q Request) (*Invocation, error) {
-	body, err := io.ReadAll(r.Body)
+	body, err := apierr.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, apierr.New(apierr.Invalid, "reading request body: %v", err)
+		return nil, err
 	}
 	return &Invocation{Request: q, Method: r.Method, Host: r.Host, RawQuery: r.URL.RawQuery, Proto: r.Proto,
 		RemoteAddr: r.RemoteAddr, Header: r.Header, Body: body}, nil

@@ -119,13 +119,9 @@ func (h *rest) ok(w http.ResponseWriter, status int, v any) {
 // decode reads a JSON body strictly: unknown fields and trailing data are
 // refused, the body limit is 413.
 func decode(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return apierr.New(apierr.Invalid, "reading request body: %v", err)
+		return err
 	}
 	return decodeJSON(b, v)
 }

@@ -100,19 +100,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(b)
 }
 
-// readBody reads a request body, mapping the gateway's body limit to 413.
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, apierr.New(apierr.Invalid, "reading request body: %v", err)
-	}
-	return b, nil
-}
-
 // decodeStrict decodes one JSON object into v, refusing unknown fields.
 // An empty body decodes as {} when allowEmpty.
 func decodeStrict(b []byte, v any, allowEmpty bool) error {
@@ -235,7 +222,7 @@ func ParseSettings(name string, b []byte) (Settings, error) {
 
 func (h *rest) put(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	b, err := readBody(r)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -470,7 +457,7 @@ func (h *rest) send(w http.ResponseWriter, r *http.Request) { h.doSend(w, r, fal
 func (h *rest) sendBatch(w http.ResponseWriter, r *http.Request) { h.doSend(w, r, true) }
 
 func (h *rest) doSend(w http.ResponseWriter, r *http.Request, batch bool) {
-	b, err := readBody(r)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -498,7 +485,7 @@ type pullJSON struct {
 }
 
 func (h *rest) pull(w http.ResponseWriter, r *http.Request) {
-	b, err := readBody(r)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -592,7 +579,7 @@ func ParseAck(b []byte) (acks []string, retries []LeaseRetry, err error) {
 }
 
 func (h *rest) ack(w http.ResponseWriter, r *http.Request) {
-	b, err := readBody(r)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -291,20 +291,8 @@ func jsonKind(k string) string {
 	return "value"
 }
 
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, invalid("reading request body: %v", err)
-	}
-	return b, nil
-}
-
 func (h *rest) put(w http.ResponseWriter, r *http.Request) {
-	b, err := readBody(r)
+	b, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

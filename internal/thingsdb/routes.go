@@ -147,19 +147,6 @@ func parseVersion(header, v string) (star bool, version int64, err error) {
 	return false, n, nil
 }
 
-// readBody reads a JSON body, mapping the gateway's body limit to 413.
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, apierr.New(apierr.Invalid, "reading request body: %v", err)
-	}
-	return b, nil
-}
-
 // decodeStrict decodes one JSON object into v, refusing unknown fields.
 func decodeStrict(b []byte, v any) error {
 	if len(strings.TrimSpace(string(b))) == 0 {
@@ -316,7 +303,7 @@ func (h *rest) writeThing(w http.ResponseWriter, r *http.Request, id string) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -393,7 +380,7 @@ func (h *rest) patch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -585,7 +572,7 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -715,7 +702,7 @@ func (h *rest) putRelationship(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -753,7 +740,7 @@ func (h *rest) deleteRelationship(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	body := relBody{From: q.Get("from"), Type: q.Get("type"), To: q.Get("to")}
 	if body.From == "" && body.Type == "" && body.To == "" {
-		raw, err := readBody(r)
+		raw, err := apierr.ReadBody(r)
 		if err != nil {
 			h.fail(w, r, err)
 			return

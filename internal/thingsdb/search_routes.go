@@ -60,7 +60,7 @@ type searchBody struct {
 }
 
 func (h *rest) search(w http.ResponseWriter, r *http.Request) {
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -155,7 +155,7 @@ func (h *rest) getSearchConfig(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) setSearchConfig(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -207,7 +207,7 @@ type eventBody struct {
 }
 
 func (h *rest) ingestEvents(w http.ResponseWriter, r *http.Request) {
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -343,7 +343,7 @@ func (h *rest) updateAnalytics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *rest) setRollupProperty(w http.ResponseWriter, r *http.Request) {
-	raw, err := readBody(r)
+	raw, err := apierr.ReadBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -303,11 +303,7 @@ func decodeBody(r *http.Request, v any) error {
 		return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", maxAPIBody)
 	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", mbe.Limit)
-		}
-		return apierr.New(apierr.Invalid, "reading request body: %v", err)
+		return apierr.BodyError(err)
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return apierr.New(apierr.Invalid, "request body is empty; send a JSON object")
