@@ -97,8 +97,24 @@ func mcpFixtures(t *testing.T, p *proc, ns string) {
 	for k, v := range h {
 		hdr = append(hdr, k, v)
 	}
-	if r := do(t, "POST", p.url+"/webhooks/github", string(body), hdr...); r.status >= 300 {
+	r := do(t, "POST", p.url+"/webhooks/github", string(body), hdr...)
+	if r.status >= 300 {
 		t.Fatalf("GitHub webhook: %d %s", r.status, r.body)
+	}
+	// Let its processing finish: webhook_replay answers 409 while the
+	// event is being processed, and the scripts replay it.
+	id, _ := r.json(t)["id"].(string)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ev := do(t, "GET", p.url+"/v1/webhooks/events/"+id, nil)
+		if ev.status != http.StatusOK {
+			t.Fatalf("GET webhook event %s: %d %s", id, ev.status, ev.body)
+		}
+		if st := ev.json(t)["status"]; st != "received" && st != "processing" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook event %s still %v after 10 s", id, ev.json(t)["status"])
+		}
 	}
 }
 

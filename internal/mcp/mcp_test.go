@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -176,8 +177,23 @@ func setup(t testing.TB, name string) services {
 				t.Fatal(err)
 			}
 			h, body := mcptest.GitHubDelivery()
-			if _, err := hooks.Receive(ctx, connect.NewRequest(&webhooksv1.ReceiveRequest{Provider: "github", Headers: h, Body: body, RemoteIp: "127.0.0.1"})); err != nil {
+			rec, err := hooks.Receive(ctx, connect.NewRequest(&webhooksv1.ReceiveRequest{Provider: "github", Headers: h, Body: body, RemoteIp: "127.0.0.1"}))
+			if err != nil {
 				t.Fatal(err)
+			}
+			// Let its processing finish: webhook_replay answers 409 while
+			// the event is being processed, and the scripts replay it.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				ev, err := hooks.GetEvent(ctx, connect.NewRequest(&webhooksv1.GetEventRequest{Id: rec.Msg.Id}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := ev.Msg.Event.Status; st != webhooks.StatusReceived && st != webhooks.StatusProcessing {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("webhook event %s still %s after 10 s", rec.Msg.Id, ev.Msg.Event.Status)
+				}
 			}
 			return services{db: db, auth: a, queue: q, email: e, sched: sched, hits: hits, hooks: hooks}
 		}
