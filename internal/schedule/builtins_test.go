@@ -126,9 +126,14 @@ func TestBuiltinCleanupExpiredSessionsAndKeys(t *testing.T) {
 				t.Fatalf("stored before = %v; want a session, a refresh token and two keys", before)
 			}
 			clk := NewFakeClock(t0())
+			// The key cleanup reads its own clock, two hours past the real
+			// now like the store below. (The replica's clock, t0, is the
+			// next hour boundary: within a minute of it the short key would
+			// not yet have expired by that clock.)
+			later := NewFakeClock(time.Now().Add(2 * time.Hour))
 			r := startReplica(t, st.Service, clk, "r0", func(c *Config) {
 				builtin("cleanup-expired-sessions", PurgeExpired(st.Service, "sessions"))(c)
-				builtin("cleanup-expired-api-keys", CleanupExpiredAPIKeys(st.Service, st.Service, clk))(c)
+				builtin("cleanup-expired-api-keys", CleanupExpiredAPIKeys(st.Service, st.Service, later))(c)
 			})
 			// Nothing has expired yet: nothing is purged.
 			if run := runBuiltin(t, r, "cleanup-expired-sessions"); !strings.HasPrefix(run.Output, "purged 0 ") {
