@@ -144,6 +144,7 @@ func TestBadConfigFailsWithFix(t *testing.T) {
 		{"redis url", nil, []string{"REDIS_URL=http://x"}, []string{"--redis-url", "REDIS_URL", "redis://"}},
 		{"roles", []string{"--roles", "mailer=send"}, nil, []string{"--roles", "resource:action"}},
 		{"public url", []string{"--public-url", "example.com"}, nil, []string{"--public-url", "https://"}},
+		{"dispatch max compiled", []string{"--dispatch-max-compiled", "12abc"}, nil, []string{"--dispatch-max-compiled", "DOTDO_DISPATCH_MAX_COMPILED", `"12abc"`, "from 1 to 100000"}},
 		{"stray argument", []string{"now"}, nil, []string{`"now"`, "--help"}},
 		{"split without token", []string{"--services", "gateway", "--db-url", "http://127.0.0.1:9"}, nil,
 			[]string{"DOTDO_INTERNAL_TOKEN", "at least 32 characters", "openssl rand"}},

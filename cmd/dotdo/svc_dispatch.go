@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,6 +35,7 @@ type dispatchConfig struct {
 	Defaults       dispatch.Limits
 	AllowPrivate   bool
 	URL            string
+	MaxCompiled    int
 }
 
 // dispatchOptions are the dispatch service's flags and environment variables.
@@ -47,6 +49,7 @@ func dispatchOptions() []*option {
 		{flag: "dispatch-subrequests", env: "DOTDO_DISPATCH_SUBREQUESTS", def: "50", help: "default number of host calls (fetch, things) one request may make"},
 		{flag: "dispatch-url", env: "DOTDO_DISPATCH_URL", def: "", help: "URL of a dispatch service in another process (http://host:port), for a gateway run without dispatch"},
 		{flag: "dispatch-allow-private-egress", env: "DOTDO_DISPATCH_ALLOW_PRIVATE_EGRESS", def: "false", help: "let scripts' fetches reach loopback, private and link-local addresses when their namespace allows the host (off: only public addresses)"},
+		{flag: "dispatch-max-compiled", env: "DOTDO_DISPATCH_MAX_COMPILED", def: "256", help: "compiled modules kept in memory; past it the least recently used is freed and recompiled from the cache dir when next called"},
 		{flag: "dispatch-response-limit", env: "DOTDO_DISPATCH_RESPONSE_LIMIT", def: "8MiB", help: "default largest response a script may write"},
 	}
 }
@@ -100,6 +103,9 @@ func (q *dispatchConfig) parse(c *config, l optionLookup) error {
 		return l.bad("dispatch-response-limit", "want a size from 1KiB to 64MiB, such as 8MiB")
 	}
 	q.Defaults.ResponseBytes = r
+	if q.MaxCompiled, err = strconv.Atoi(l.get("dispatch-max-compiled").value); err != nil || q.MaxCompiled < 1 || q.MaxCompiled > 100000 {
+		return l.bad("dispatch-max-compiled", "want a number from 1 to 100000, such as 256")
+	}
 	switch v := l.get("dispatch-allow-private-egress").value; v {
 	case "true", "false":
 		q.AllowPrivate = v == "true"
@@ -139,7 +145,7 @@ func wireDispatch(ctx context.Context, w *wiring) error {
 		}
 		svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
 			CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
-			Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate,
+			Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate, MaxCompiled: dc.MaxCompiled,
 		}, log)
 		if err != nil {
 			return err

@@ -57,6 +57,10 @@ type Config struct {
 	// an outbound handler, set the same way, is reached only at a public
 	// address too.
 	AllowPrivateEgress bool
+	// MaxCompiled is how many compiled modules stay in memory (default
+	// DefaultMaxCompiled); past it the least recently used is freed and
+	// compiled again, from the on-disk cache, when next requested.
+	MaxCompiled int
 	// Metrics, when set, receives the per-script metrics.
 	Metrics Registerer
 	// MaxConcurrent caps the instances running at once; more requests
@@ -104,7 +108,7 @@ type entry struct {
 	ns      *NamespaceInfo
 	sc      *Script
 	limits  Limits
-	mod     wazero.CompiledModule
+	comp    *compiled
 	rt      wazero.Runtime
 	base    wazero.ModuleConfig
 	expires time.Time
@@ -140,12 +144,12 @@ func New(db thingsdb.API, cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	h := &host{db: db, client: cfg.Client}
-	eng, err := newEngine(cfg.CacheDir, h)
+	eng, err := newEngine(cfg.CacheDir, cfg.MaxCompiled, h)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: logger, st: &store{db: db}, eng: eng, HostIndex: idx, entries: map[string]*entry{}, slots: make(chan struct{}, cfg.MaxConcurrent), mem: newMemoryPool(cfg.MaxConcurrent)}
-	s.metrics = newScriptMetrics(cfg.Metrics)
+	s.metrics = newScriptMetrics(cfg.Metrics, eng)
 	return s, nil
 }
 
@@ -234,6 +238,27 @@ func (s *Service) invalidate(ns, name string) {
 	}
 }
 
+// hold resolves ns/name and holds its compiled module for one request;
+// the caller releases e.comp. An entry whose module was evicted since it
+// was resolved is dropped and loaded again.
+func (s *Service) hold(ctx context.Context, ns, name string) (*entry, error) {
+	for range 3 {
+		e, err := s.resolve(ctx, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		if s.eng.acquire(e.comp) {
+			return e, nil
+		}
+		s.mu.Lock()
+		if s.entries[ns+"/"+name] == e {
+			delete(s.entries, ns+"/"+name)
+		}
+		s.mu.Unlock()
+	}
+	return nil, apierr.New(apierr.Unavailable, "the dispatcher is compiling more scripts than it keeps in memory (--dispatch-max-compiled); retry")
+}
+
 // resolve returns the entry that runs ns/name, from memory while it is
 // fresh, else from the store (one load per script at a time).
 func (s *Service) resolve(ctx context.Context, ns, name string) (*entry, error) {
@@ -275,13 +300,13 @@ func (s *Service) load(ctx context.Context, ns, name string) (*entry, error) {
 	nl := s.nsLimits(n)
 	limits := clamp(sc.Current.Limits, nl, nl)
 	pages := pagesFor(limits.MemoryMB)
-	mod, ok := s.eng.cached(sc.Current.SHA256, pages)
+	comp, ok := s.eng.cached(sc.Current.SHA256, pages)
 	if !ok {
 		module, err := s.st.module(ctx, ns, name, &sc.Current)
 		if err != nil {
 			return nil, err
 		}
-		if mod, err = s.eng.compile(ctx, module, sc.Current.SHA256, pages); err != nil {
+		if comp, err = s.eng.compile(ctx, module, sc.Current.SHA256, pages); err != nil {
 			return nil, fmt.Errorf("compile stored module of %s/%s v%d: %w", ns, name, sc.Current.Version, err)
 		}
 	}
@@ -299,5 +324,5 @@ func (s *Service) load(ctx context.Context, ns, name string) (*entry, error) {
 	for _, k := range keys {
 		base = base.WithEnv(k, sc.Current.Env[k])
 	}
-	return &entry{ns: n, sc: sc, limits: limits, mod: mod, rt: rt, base: base, expires: time.Now().Add(s.cfg.TTL)}, nil
+	return &entry{ns: n, sc: sc, limits: limits, comp: comp, rt: rt, base: base, expires: time.Now().Add(s.cfg.TTL)}, nil
 }

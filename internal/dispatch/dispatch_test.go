@@ -492,3 +492,74 @@ func TestFetchRefusesPrivateAddresses(t *testing.T) {
 		}
 	}
 }
+
+// With room for one compiled module, scripts called in turn evict each
+// other and are compiled again from the cache; each answers every time.
+// A module a request is running is never closed under it: the limit is
+// exceeded until the request ends.
+func TestCompiledModulesEvicted(t *testing.T) {
+	e := newEnv(t, thingsdb.SQLite, Config{CacheDir: t.TempDir(), MaxCompiled: 1})
+	for _, n := range []string{"a", "b", "c"} {
+		e.mustDeploy("tenant", n, wasmtest.Respond("Content-Type: text/plain\n\nscript "+n), nil)
+	}
+	if n, _ := e.s.eng.stats(); n != 1 {
+		t.Fatalf("compiled modules in memory after three deploys = %d; want 1", n)
+	}
+	for round := 0; round < 3; round++ {
+		for _, n := range []string{"a", "b", "c"} {
+			if r := e.do("GET", "/dispatch/tenant/"+n, nil); r.status != 200 || string(r.body) != "script "+n {
+				t.Fatalf("round %d, script %s = %s; want 200 script %s", round, n, r, n)
+			}
+			if in, _ := e.s.eng.stats(); in != 1 {
+				t.Fatalf("compiled modules in memory = %d; want 1", in)
+			}
+		}
+	}
+	if _, ev := e.s.eng.stats(); ev < 9 {
+		t.Errorf("evictions = %d; want at least 9 (one per request after the first deploy)", ev)
+	}
+
+	// A long request holds its module: calls to other scripts meanwhile
+	// cannot evict it, and it ends by its own limit, not by a closed module.
+	e.mustDeploy("tenant", "spin", wasmtest.Loop(), Metadata{Limits: Limits{WallMS: 500}})
+	done := make(chan response, 1)
+	go func() { done <- e.do("GET", "/dispatch/tenant/spin", nil) }()
+	waitUntil(t, "the loop to start", func() bool {
+		e.s.eng.mu.Lock()
+		defer e.s.eng.mu.Unlock()
+		for _, c := range e.s.eng.compiled {
+			if c.refs > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, n := range []string{"a", "b"} {
+		if r := e.do("GET", "/dispatch/tenant/"+n, nil); r.status != 200 {
+			t.Fatalf("script %s beside the loop = %s; want 200", n, r)
+		}
+	}
+	if in, _ := e.s.eng.stats(); in != 2 {
+		t.Errorf("compiled modules in memory beside a running one = %d; want 2 (the running one and the newest)", in)
+	}
+	if r := <-done; r.status != 504 || r.errCode(t) != "timeout" {
+		t.Fatalf("loop = %s; want 504 timeout", r)
+	}
+	if r := e.do("GET", "/dispatch/tenant/c", nil); r.status != 200 {
+		t.Fatalf("script c after the loop = %s; want 200", r)
+	}
+	if in, _ := e.s.eng.stats(); in != 1 {
+		t.Errorf("compiled modules in memory once nothing runs = %d; want 1", in)
+	}
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -27,13 +27,22 @@ const wasiModule = wasi_snapshot_preview1.ModuleName
 // per runtime, so there is one runtime per memory limit in use, each with
 // WASI and the host module; all share one compilation cache, on disk when
 // a directory is given, so a restart does not recompile.
+//
+// Compiled modules stay in memory for requests, at most max of them: past
+// that the least recently used one that no request is running is closed
+// (its machine code freed), and the next request for it compiles it again
+// from the on-disk cache, which takes tens of milliseconds, not the
+// seconds of a cold compile.
 type engine struct {
 	cache wazero.CompilationCache
 	host  *host
+	max   int
 
-	mu       sync.Mutex
-	runtimes map[uint32]wazero.Runtime
-	compiled map[compiledKey]wazero.CompiledModule
+	mu        sync.Mutex
+	runtimes  map[uint32]wazero.Runtime
+	compiled  map[compiledKey]*compiled
+	tick      uint64 // advances on every use, for least-recently-used order
+	evictions uint64
 }
 
 type compiledKey struct {
@@ -41,8 +50,25 @@ type compiledKey struct {
 	pages uint32
 }
 
-func newEngine(cacheDir string, h *host) (*engine, error) {
-	e := &engine{host: h, runtimes: map[uint32]wazero.Runtime{}, compiled: map[compiledKey]wazero.CompiledModule{}}
+// compiled is a module compiled under one memory limit. Its fields after
+// mod are guarded by engine.mu.
+type compiled struct {
+	key     compiledKey
+	mod     wazero.CompiledModule
+	refs    int    // requests running it
+	used    uint64 // engine.tick at its last use
+	evicted bool   // out of the engine: closed once refs is 0
+}
+
+// DefaultMaxCompiled is how many compiled modules a dispatcher keeps in
+// memory when Config.MaxCompiled is not set.
+const DefaultMaxCompiled = 256
+
+func newEngine(cacheDir string, max int, h *host) (*engine, error) {
+	if max <= 0 {
+		max = DefaultMaxCompiled
+	}
+	e := &engine{host: h, max: max, runtimes: map[uint32]wazero.Runtime{}, compiled: map[compiledKey]*compiled{}}
 	if cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
 		if err != nil {
@@ -113,13 +139,9 @@ func sum(module []byte) string {
 // compile validates and compiles a module under a memory limit, keeping
 // the result for requests. A bad module is an Unprocessable error with the
 // reason.
-func (e *engine) compile(ctx context.Context, module []byte, sha string, pages uint32) (wazero.CompiledModule, error) {
-	key := compiledKey{sha, pages}
-	e.mu.Lock()
-	m, ok := e.compiled[key]
-	e.mu.Unlock()
-	if ok {
-		return m, nil
+func (e *engine) compile(ctx context.Context, module []byte, sha string, pages uint32) (*compiled, error) {
+	if c, ok := e.cached(sha, pages); ok {
+		return c, nil
 	}
 	rt, err := e.runtime(ctx, pages)
 	if err != nil {
@@ -129,7 +151,7 @@ func (e *engine) compile(ctx context.Context, module []byte, sha string, pages u
 		return nil, apierr.New(apierr.Unprocessable, "not a WebAssembly module (it does not start with \\0asm)")
 	}
 	// Compile the module's functions on every CPU: a deploy waits for it.
-	m, err = rt.CompileModule(experimental.WithCompilationWorkers(ctx, runtime.GOMAXPROCS(0)), module)
+	m, err := rt.CompileModule(experimental.WithCompilationWorkers(ctx, runtime.GOMAXPROCS(0)), module)
 	if err != nil {
 		return nil, apierr.New(apierr.Unprocessable, "invalid WebAssembly module: %s", strings.TrimPrefix(err.Error(), "invalid module: "))
 	}
@@ -143,23 +165,95 @@ func (e *engine) compile(ctx context.Context, module []byte, sha string, pages u
 			return nil, apierr.New(apierr.Unprocessable, "module needs %d MiB of memory at start; the limit is %d MiB", mem.Min()/16, pages/16)
 		}
 	}
+	key := compiledKey{sha, pages}
 	e.mu.Lock()
 	if old, ok := e.compiled[key]; ok {
+		e.tick++
+		old.used = e.tick
 		e.mu.Unlock()
 		m.Close(ctx)
 		return old, nil
 	}
-	e.compiled[key] = m
+	e.tick++
+	c := &compiled{key: key, mod: m, used: e.tick}
+	e.compiled[key] = c
+	closing := e.evictLocked(c)
 	e.mu.Unlock()
-	return m, nil
+	for _, old := range closing {
+		old.Close(context.Background())
+	}
+	return c, nil
+}
+
+// evictLocked takes the least recently used modules out of the engine
+// while it holds more than max, skipping keep (just compiled for a
+// request) and those a request is running: the limit is exceeded rather
+// than a request failed. It returns the modules
+// to close now; one still running is closed by its last release.
+func (e *engine) evictLocked(keep *compiled) []wazero.CompiledModule {
+	var closing []wazero.CompiledModule
+	for len(e.compiled) > e.max {
+		var lru *compiled
+		for _, c := range e.compiled {
+			if c != keep && c.refs == 0 && (lru == nil || c.used < lru.used) {
+				lru = c
+			}
+		}
+		if lru == nil {
+			break
+		}
+		delete(e.compiled, lru.key)
+		lru.evicted = true
+		e.evictions++
+		closing = append(closing, lru.mod)
+	}
+	return closing
 }
 
 // cached returns a compiled module already in memory.
-func (e *engine) cached(sha string, pages uint32) (wazero.CompiledModule, bool) {
+func (e *engine) cached(sha string, pages uint32) (*compiled, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	m, ok := e.compiled[compiledKey{sha, pages}]
-	return m, ok
+	c, ok := e.compiled[compiledKey{sha, pages}]
+	if ok {
+		e.tick++
+		c.used = e.tick
+	}
+	return c, ok
+}
+
+// acquire marks c as running one request more, so that eviction does not
+// close it under the request. It is false when c was evicted: the caller
+// compiles the module again.
+func (e *engine) acquire(c *compiled) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c.evicted {
+		return false
+	}
+	c.refs++
+	e.tick++
+	c.used = e.tick
+	return true
+}
+
+// release ends a request's hold on c, closing c if it was evicted and this
+// was the last request running it.
+func (e *engine) release(c *compiled) {
+	e.mu.Lock()
+	c.refs--
+	last := c.evicted && c.refs == 0
+	e.mu.Unlock()
+	if last {
+		c.mod.Close(context.Background())
+	}
+}
+
+// stats are the number of modules in memory and of evictions so far.
+func (e *engine) stats() (inMemory int, evictions uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.compiled), e.evictions
 }
 
 func (e *engine) close(ctx context.Context) error {

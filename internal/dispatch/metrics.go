@@ -20,7 +20,7 @@ type Registerer interface {
 	Register(prometheus.Collector) error
 }
 
-func newScriptMetrics(reg Registerer) *scriptMetrics {
+func newScriptMetrics(reg Registerer, eng *engine) *scriptMetrics {
 	m := &scriptMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dotdo_dispatch_requests_total", Help: "Requests run by the dispatcher, by namespace, script and outcome (ok, timeout, trap, too_large, bad_response, canceled).",
@@ -33,8 +33,14 @@ func newScriptMetrics(reg Registerer) *scriptMetrics {
 			Name: "dotdo_dispatch_limit_kills_total", Help: "Requests ended by a limit, by namespace, script and limit (time, memory, response).",
 		}, []string{"ns", "script", "limit"}),
 	}
+	inMemory := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dotdo_dispatch_compiled_modules", Help: "Compiled modules held in memory (at most --dispatch-max-compiled while none of the rest is running).",
+	}, func() float64 { n, _ := eng.stats(); return float64(n) })
+	evictions := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dotdo_dispatch_compiled_evictions_total", Help: "Compiled modules freed to stay within --dispatch-max-compiled; each is compiled again, from the on-disk cache, when next requested.",
+	}, func() float64 { _, n := eng.stats(); return float64(n) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.kills} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.kills, inMemory, evictions} {
 			reg.Register(c) // a second service in one process shares the first one's series
 		}
 	}

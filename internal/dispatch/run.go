@@ -124,13 +124,14 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, q Request) {
 func (s *Service) Invoke(ctx context.Context, inv *Invocation) (*Response, error) {
 	rid := reqid.From(ctx)
 	fail := func(err error) (*Response, error) { return errorResponse(rid, err), nil }
-	e, err := s.resolve(ctx, inv.Namespace, inv.Script)
+	e, err := s.hold(ctx, inv.Namespace, inv.Script)
 	if err != nil {
 		if !apierr.Is(err, apierr.NotFound) {
 			s.log.ErrorContext(ctx, "resolve script", "ns", inv.Namespace, "script", inv.Script, "err", err)
 		}
 		return fail(err)
 	}
+	defer s.eng.release(e.comp)
 	if e.ns.Access == AccessPrivate {
 		switch {
 		case inv.ViaHost:
@@ -206,7 +207,7 @@ func (s *Service) run(ctx context.Context, e *entry, inv *Invocation) result {
 	for _, kv := range cgiEnv(inv, e, reqid.From(ctx)) {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
-	mod, err := e.rt.InstantiateModule(s.mem.with(ctx), e.mod, cfg)
+	mod, err := e.rt.InstantiateModule(s.mem.with(ctx), e.comp.mod, cfg)
 	if mod != nil {
 		mod.Close(context.Background())
 	}
