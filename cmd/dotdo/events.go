@@ -13,11 +13,13 @@ import (
 	"github.com/dotdo/dotdo/internal/webhooks"
 )
 
-// This file turns writes through the gateway's REST routes into outbound
-// webhook events (thing.created, thing.updated, thing.deleted) when the
-// webhooks service runs in this process.
+// This file turns writes through the gateway's REST routes, MCP tools and
+// dispatch scripts into outbound webhook events (thing.created,
+// thing.updated, thing.deleted) when the webhooks service runs in this
+// process.
 
-// thingEvents decorates the db binding of the REST routes: after a
+// thingEvents decorates the db binding of the REST routes, the MCP tools
+// and the dispatch scripts: after a
 // successful Put, Delete or Batch it emits the events; Emit never blocks
 // and drops events of system namespaces itself.
 type thingEvents struct {

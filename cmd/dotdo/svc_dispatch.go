@@ -143,7 +143,9 @@ func wireDispatch(ctx context.Context, w *wiring) error {
 		if err := os.MkdirAll(dc.CacheDir, 0o750); err != nil {
 			return fmt.Errorf("create the WebAssembly cache (set --dispatch-cache-dir or DOTDO_DISPATCH_CACHE_DIR to a writable place): %w", err)
 		}
-		svc, err := dispatch.New(thingsdb.Instrument(w.db, w.reg, "db"), dispatch.Config{
+		// Scripts' writes to their namespace's things emit thing events
+		// like writes through REST.
+		svc, err := dispatch.New(withThingEvents(thingsdb.Instrument(w.db, w.reg, "db"), w), dispatch.Config{
 			CacheDir: dc.CacheDir, Defaults: dc.Defaults, HostPattern: dc.HostPattern, Metrics: w.reg,
 			Reserved: reservedHosts(w.cfg), AllowPrivateEgress: dc.AllowPrivate, MaxCompiled: dc.MaxCompiled,
 		}, log)

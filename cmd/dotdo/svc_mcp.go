@@ -103,7 +103,8 @@ func wireMCP(ctx context.Context, w *wiring) error {
 		}
 		return nil
 	}
-	db := thingsdb.Instrument(w.db, w.reg, "db")
+	// Writes by tools emit thing events like writes through REST.
+	db := withThingEvents(thingsdb.Instrument(w.db, w.reg, "db"), w)
 	var q mcp.Queue
 	if w.queue.svc != nil {
 		q = queue.RPC{S: w.queue.svc}

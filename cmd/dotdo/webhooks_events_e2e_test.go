@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -44,6 +46,13 @@ type dotdoEvent struct {
 // endpoint's secret by the svix library.
 func (r *eventReceiver) wait(t *testing.T, secret, typ string) dotdoEvent {
 	t.Helper()
+	return r.waitID(t, secret, typ, "")
+}
+
+// waitID waits for a delivery of type typ about the thing id (any, when
+// id is empty), checks its signature and returns it.
+func (r *eventReceiver) waitID(t *testing.T, secret, typ, id string) dotdoEvent {
+	t.Helper()
 	wh, err := svix.NewWebhook(secret)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +63,7 @@ func (r *eventReceiver) wait(t *testing.T, secret, typ string) dotdoEvent {
 		defer r.mu.Unlock()
 		for i, b := range r.bodies {
 			var ev dotdoEvent
-			if json.Unmarshal(b, &ev) != nil || ev.Type != typ {
+			if json.Unmarshal(b, &ev) != nil || ev.Type != typ || (id != "" && ev.Data["id"] != id) {
 				continue
 			}
 			if err := wh.Verify(b, r.reqs[i].Header); err != nil {
@@ -117,6 +126,30 @@ func webhookEvents(t *testing.T, backend string) {
 		t.Fatalf("thing.deleted = %+v", ev)
 	}
 
+	// Writes by an MCP tool and by a dispatch script are thing events too.
+	cs := mcpHTTP(t, p, adminKey)
+	if res := mcpCall(t, cs, "db_upsert", map[string]any{"ns": "acme", "id": "by-mcp", "type": "Order", "data": map[string]any{"total": 7}}); res.IsError {
+		t.Fatalf("db_upsert = %+v", res.Content)
+	}
+	if ev = things.waitID(t, thingSecret, "thing.created", "by-mcp"); ev.Data["ns"] != "acme" || ev.Data["type"] != "Order" {
+		t.Fatalf("thing.created of the MCP write = %+v", ev)
+	}
+	dir := t.TempDir()
+	buildWorkers(t, dir, "notes")
+	notes, _ := os.ReadFile(filepath.Join(dir, "notes.wasm"))
+	if r := do(t, "PUT", p.url+"/v1/dispatch/namespaces/acme", `{}`); r.status/100 != 2 {
+		t.Fatalf("create dispatch namespace = %d %s", r.status, r.body)
+	}
+	if r := deployHTTP(t, p, "acme", "notes", notes, "", adminKey); r.status != 201 {
+		t.Fatalf("deploy notes = %d %s", r.status, r.body)
+	}
+	if r := do(t, "PUT", p.url+"/dispatch/acme/notes/notes/by-script", "hello"); r.status != 200 {
+		t.Fatalf("PUT a note through the script = %d %s", r.status, r.body)
+	}
+	if ev = things.waitID(t, thingSecret, "thing.created", "by-script"); ev.Data["ns"] != "acme" || ev.Data["type"] != "Note" {
+		t.Fatalf("thing.created of the script's write = %+v", ev)
+	}
+
 	r = do(t, "POST", p.url+"/v1/emails", `{"to":"ann@x.test","from":"Acme <noreply@acme.test>","subject":"Hi","text":"Hello"}`)
 	if r.status != 202 {
 		t.Fatalf("POST /v1/emails = %d %s", r.status, r.body)
@@ -129,8 +162,8 @@ func webhookEvents(t *testing.T, backend string) {
 	things.mu.Lock()
 	n := len(things.bodies)
 	things.mu.Unlock()
-	if n != 3 {
-		t.Fatalf("the thing endpoint got %d deliveries; want 3 (created, updated, deleted)", n)
+	if n != 5 {
+		t.Fatalf("the thing endpoint got %d deliveries; want 5 (created, updated, deleted over REST; created by MCP and by a script)", n)
 	}
 	p.stop()
 }
