@@ -49,7 +49,7 @@ func dispatchOptions() []*option {
 		{flag: "dispatch-subrequests", env: "DOTDO_DISPATCH_SUBREQUESTS", def: "50", help: "default number of host calls (fetch, things) one request may make"},
 		{flag: "dispatch-url", env: "DOTDO_DISPATCH_URL", def: "", help: "URL of a dispatch service in another process (http://host:port), for a gateway run without dispatch"},
 		{flag: "dispatch-allow-private-egress", env: "DOTDO_DISPATCH_ALLOW_PRIVATE_EGRESS", def: "false", help: "let scripts' fetches reach loopback, private and link-local addresses when their namespace allows the host (off: only public addresses)"},
-		{flag: "dispatch-max-compiled", env: "DOTDO_DISPATCH_MAX_COMPILED", def: "256", help: "compiled modules kept in memory; past it the least recently used is freed and recompiled from the cache dir when next called"},
+		{flag: "dispatch-max-compiled", env: "DOTDO_DISPATCH_MAX_COMPILED", def: "64", help: "compiled modules kept in memory; past it the least recently used is freed and recompiled from the cache dir when next called"},
 		{flag: "dispatch-response-limit", env: "DOTDO_DISPATCH_RESPONSE_LIMIT", def: "8MiB", help: "default largest response a script may write"},
 	}
 }
@@ -104,7 +104,7 @@ func (q *dispatchConfig) parse(c *config, l optionLookup) error {
 	}
 	q.Defaults.ResponseBytes = r
 	if q.MaxCompiled, err = strconv.Atoi(l.get("dispatch-max-compiled").value); err != nil || q.MaxCompiled < 1 || q.MaxCompiled > 100000 {
-		return l.bad("dispatch-max-compiled", "want a number from 1 to 100000, such as 256")
+		return l.bad("dispatch-max-compiled", "want a number from 1 to 100000, such as 64")
 	}
 	switch v := l.get("dispatch-allow-private-egress").value; v {
 	case "true", "false":

@@ -556,7 +556,7 @@ func (h *flowRest) forgot(w http.ResponseWriter, r *http.Request) {
 	var b struct {
 		Email string `json:"email"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -575,7 +575,7 @@ func (h *flowRest) reset(w http.ResponseWriter, r *http.Request) {
 		Token    string `json:"token"`
 		Password string `json:"password"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -615,7 +615,7 @@ func (h *flowRest) verify(w http.ResponseWriter, r *http.Request) {
 	var b struct {
 		Token string `json:"token"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -647,7 +647,7 @@ func (h *flowRest) invite(w http.ResponseWriter, r *http.Request) {
 		Name   string                    `json:"name"`
 		Grants map[string]*authv1.Grants `json:"grants"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -670,7 +670,7 @@ func (h *flowRest) accept(w http.ResponseWriter, r *http.Request) {
 		Password string `json:"password"`
 		Name     string `json:"name"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -686,7 +686,7 @@ func (h *flowRest) magic(w http.ResponseWriter, r *http.Request) {
 	var b struct {
 		Email string `json:"email"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -704,7 +704,7 @@ func (h *flowRest) magicVerify(w http.ResponseWriter, r *http.Request) {
 	var b struct {
 		Token string `json:"token"`
 	}
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}

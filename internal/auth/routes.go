@@ -107,12 +107,10 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
+// ok writes v, which may hold tokens or secrets: it is not to be cached.
 func (h *rest) ok(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(b)
+	apierr.WriteJSON(w, status, v)
 }
 
 // need wraps a handler with the permission it requires on _auth.
@@ -137,19 +135,6 @@ func caller(r *http.Request) (*authv1.Identity, error) {
 		return nil, apierr.New(apierr.Unauthenticated, "authentication required")
 	}
 	return id, nil
-}
-
-func decode(r *http.Request, v any) error {
-	b, err := apierr.ReadBody(r)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return nil
 }
 
 // ClientIP is the caller's address as rate limits and audits see it: the
@@ -201,7 +186,7 @@ func (h *rest) login(w http.ResponseWriter, r *http.Request) {
 		Email    string `json:"email"`
 		Password string `json:"password"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -221,7 +206,7 @@ func (h *rest) refresh(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		RefreshToken string `json:"refreshToken"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -237,7 +222,7 @@ func (h *rest) logout(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		RefreshToken string `json:"refreshToken"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -258,7 +243,7 @@ type userIn struct {
 
 func (h *rest) signup(w http.ResponseWriter, r *http.Request) {
 	var body userIn
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -351,7 +336,7 @@ func (h *rest) check(w http.ResponseWriter, r *http.Request) {
 		Namespace  string `json:"namespace"`
 		Permission string `json:"permission"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -365,7 +350,7 @@ func (h *rest) check(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) createUser(w http.ResponseWriter, r *http.Request) {
 	var body userIn
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -439,7 +424,7 @@ func (h *rest) updateUser(w http.ResponseWriter, r *http.Request) {
 		Grants   map[string]*authv1.Grants `json:"grants"`
 		Password *string                   `json:"password"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -476,7 +461,7 @@ func (h *rest) createKey(w http.ResponseWriter, r *http.Request) {
 		Grants      map[string]*authv1.Grants `json:"grants"`
 		ExpiresAt   *time.Time                `json:"expiresAt"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}

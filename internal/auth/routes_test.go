@@ -100,3 +100,38 @@ func TestNoEscalation(t *testing.T) {
 		t.Errorf("GET /v1/auth/me without identity = %d; want 401", w.Code)
 	}
 }
+
+// TestBodyDecoding: a body that is not exactly one JSON object of known
+// fields is refused whole, with a message naming the fault, and nothing
+// is created from the part that did decode.
+func TestBodyDecoding(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := thingsdb.New(testdb.Open(t, thingsdb.SQLite), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := auth.New(db, auth.Config{Issuer: "https://dotdo.test", SecretKey: bytes.Repeat([]byte{1}, 32),
+		Password: auth.PasswordParams{MemoryKiB: 64, Time: 1, Threads: 1}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	do := asCaller(t, svc, nil)
+	admin := &authv1.Identity{Subject: "key_admin", Kind: "api_key", Grants: map[string]*authv1.Grants{"*": {Roles: []string{"admin"}}}}
+	for _, tc := range []struct{ name, body, want string }{
+		{"two objects", `{"name":"a","role":"viewer"} {"name":"b"}`, "invalid JSON body: trailing data after the JSON value"},
+		{"empty", ``, "request body is empty; send a JSON object"},
+		{"wrong type", `{"name":5}`, "invalid JSON body: field name must be a string, not number"},
+		{"unknown field", `{"name":"a","colour":"red"}`, `invalid JSON body: unknown field \"colour\"`},
+	} {
+		w := do(admin, "POST", "/v1/auth/keys", tc.body)
+		if w.Code != 400 || !strings.Contains(w.Body.String(), tc.want) {
+			t.Errorf("POST /v1/auth/keys with %s = %d %s; want 400 saying %s", tc.name, w.Code, w.Body, tc.want)
+		}
+	}
+	if w := do(admin, "GET", "/v1/auth/keys", ""); w.Code != 200 || strings.Contains(w.Body.String(), `"name":"a"`) {
+		t.Errorf("GET /v1/auth/keys after refused bodies = %d %s; want 200 without key a", w.Code, w.Body)
+	}
+}

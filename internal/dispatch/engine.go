@@ -62,7 +62,7 @@ type compiled struct {
 
 // DefaultMaxCompiled is how many compiled modules a dispatcher keeps in
 // memory when Config.MaxCompiled is not set.
-const DefaultMaxCompiled = 256
+const DefaultMaxCompiled = 64
 
 func newEngine(cacheDir string, max int, h *host) (*engine, error) {
 	if max <= 0 {

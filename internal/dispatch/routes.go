@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,32 +117,6 @@ func (h *rest) need(perm string) func(http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-func decodeBody(r *http.Request, v any) error {
-	b, err := apierr.ReadBody(r)
-	if err != nil {
-		return err
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		b = []byte("{}")
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if dec.More() {
-		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the object")
-	}
-	return nil
-}
-
 // listNamespaces lists the namespaces the caller may read.
 func (h *rest) listNamespaces(w http.ResponseWriter, r *http.Request) {
 	if identity.From(r.Context()) == nil && h.opts.Authorize != nil {
@@ -159,14 +134,22 @@ func (h *rest) listNamespaces(w http.ResponseWriter, r *http.Request) {
 			out = append(out, n)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"items": out})
 }
 
 func (h *rest) putNamespace(w http.ResponseWriter, r *http.Request) {
-	var in NamespaceInput
-	if err := decodeBody(r, &in); err != nil {
+	b, err := apierr.ReadBody(r)
+	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	// An empty body puts the namespace with the defaults.
+	var in NamespaceInput
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := apierr.DecodeJSON(b, &in); err != nil {
+			h.fail(w, r, err)
+			return
+		}
 	}
 	n, created, err := h.api.PutNamespace(r.Context(), r.PathValue("ns"), in)
 	if err != nil {
@@ -177,7 +160,7 @@ func (h *rest) putNamespace(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, n)
+	apierr.WriteJSON(w, status, n)
 }
 
 func (h *rest) getNamespace(w http.ResponseWriter, r *http.Request) {
@@ -186,7 +169,7 @@ func (h *rest) getNamespace(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n)
+	apierr.WriteJSON(w, http.StatusOK, n)
 }
 
 func (h *rest) deleteNamespace(w http.ResponseWriter, r *http.Request) {
@@ -215,7 +198,7 @@ func (h *rest) listScripts(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": scripts})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"items": scripts})
 }
 
 func (h *rest) deleteByTags(w http.ResponseWriter, r *http.Request) {
@@ -224,7 +207,7 @@ func (h *rest) deleteByTags(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": names})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"deleted": names})
 }
 
 func (h *rest) getScript(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +216,7 @@ func (h *rest) getScript(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sc)
+	apierr.WriteJSON(w, http.StatusOK, sc)
 }
 
 func (h *rest) deleteScript(w http.ResponseWriter, r *http.Request) {
@@ -250,7 +233,7 @@ func (h *rest) versions(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": vs})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"items": vs})
 }
 
 func (h *rest) rollback(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +242,7 @@ func (h *rest) rollback(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sc)
+	apierr.WriteJSON(w, http.StatusOK, sc)
 }
 
 // deploy takes multipart/form-data with a "module" part (the .wasm) and
@@ -289,7 +272,7 @@ func (h *rest) deploy(w http.ResponseWriter, r *http.Request) {
 	if sc.Current.Version == 1 {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, sc)
+	apierr.WriteJSON(w, status, sc)
 }
 
 // ReadUpload reads a deploy request's multipart body.

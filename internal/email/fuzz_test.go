@@ -28,7 +28,7 @@ func FuzzSendBody(f *testing.F) {
 	fuzzEnv := newEnv(f, "sqlite", Config{})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var in Input
-		if err := decodeJSON(body, &in); err != nil {
+		if err := apierr.DecodeJSON(body, &in); err != nil {
 			if !apierr.Is(err, apierr.Invalid) {
 				t.Fatalf("decode error %v; want invalid", err)
 			}

@@ -3,11 +3,7 @@ package email
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -108,55 +104,11 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
+// ok writes v; email answers may hold addresses and message content, so
+// they are not cached.
 func (h *rest) ok(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-// decode reads a JSON body strictly: unknown fields and trailing data are
-// refused, the body limit is 413.
-func decode(r *http.Request, v any) error {
-	b, err := apierr.ReadBody(r)
-	if err != nil {
-		return err
-	}
-	return decodeJSON(b, v)
-}
-
-func decodeJSON(b []byte, v any) error {
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return apierr.New(apierr.Invalid, "request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", jsonError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the value")
-	}
-	return nil
-}
-
-func jsonError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		want := "a " + te.Type.Kind().String()
-		switch te.Type.Kind() {
-		case reflect.Slice, reflect.Array:
-			want = "an array"
-		case reflect.Map, reflect.Struct:
-			want = "an object"
-		}
-		if te.Field != "" {
-			return fmt.Sprintf("field %s must be %s, not %s", te.Field, want, te.Value)
-		}
-		return fmt.Sprintf("the body must be %s, not %s", want, te.Value)
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
+	apierr.WriteJSON(w, status, v)
 }
 
 // request converts a REST email to the RPC form, refusing what cannot be
@@ -208,7 +160,7 @@ func testCaller(r *http.Request) bool {
 
 func (h *rest) send(w http.ResponseWriter, r *http.Request) {
 	var in Input
-	if err := decode(r, &in); err != nil {
+	if err := apierr.DecodeBody(r, &in); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -234,7 +186,7 @@ type batchError struct {
 
 func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 	var ins []*Input
-	if err := decode(r, &ins); err != nil {
+	if err := apierr.DecodeBody(r, &ins); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -377,7 +329,7 @@ func (h *rest) preview(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Data map[string]any `json:"data"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -409,7 +361,7 @@ func (h *rest) suppress(w http.ResponseWriter, r *http.Request) {
 		Email  string `json:"email"`
 		Reason string `json:"reason"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -446,7 +398,7 @@ type eventBody struct {
 
 func (h *rest) event(w http.ResponseWriter, r *http.Request) {
 	var b eventBody
-	if err := decode(r, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}

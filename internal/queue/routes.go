@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"io"
 	"math"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/dotdo/dotdo/internal/apierr"
@@ -91,46 +88,6 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
-}
-
-// decodeStrict decodes one JSON object into v, refusing unknown fields.
-// An empty body decodes as {} when allowEmpty.
-func decodeStrict(b []byte, v any, allowEmpty bool) error {
-	if len(bytes.TrimSpace(b)) == 0 {
-		if allowEmpty {
-			return nil
-		}
-		return apierr.New(apierr.Invalid, "request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", jsonError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the object")
-	}
-	return nil
-}
-
-func jsonError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field != "" {
-			return "field " + te.Field + " must be " + te.Type.String()
-		}
-		return "want a JSON object"
-	}
-	return err.Error()
-}
-
 // settingsJSON is a queue's settings on the wire. Durations are seconds;
 // max_batch_timeout may have a fraction.
 type settingsJSON struct {
@@ -160,11 +117,13 @@ func toJSON(st Settings, paused bool) map[string]any {
 }
 
 // ParseSettings reads the body of PUT /v1/queues/{name}: absent fields take
-// Cloudflare's defaults.
+// Cloudflare's defaults, and so does an empty body.
 func ParseSettings(name string, b []byte) (Settings, error) {
 	var in settingsJSON
-	if err := decodeStrict(b, &in, true); err != nil {
-		return Settings{}, err
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := apierr.DecodeJSON(b, &in); err != nil {
+			return Settings{}, err
+		}
 	}
 	if in.Name != "" && in.Name != name {
 		return Settings{}, apierr.New(apierr.Invalid, "name %q in the body differs from the path's %q", in.Name, name)
@@ -258,7 +217,7 @@ func (h *rest) put(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, toJSON(rec.Settings, rec.Paused))
+	apierr.WriteJSON(w, status, toJSON(rec.Settings, rec.Paused))
 }
 
 func (h *rest) get(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +226,7 @@ func (h *rest) get(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toJSON(rec.Settings, rec.Paused))
+	apierr.WriteJSON(w, http.StatusOK, toJSON(rec.Settings, rec.Paused))
 }
 
 // list returns the queues on which the caller holds any queue permission.
@@ -298,7 +257,7 @@ func (h *rest) list(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"queues": out})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"queues": out})
 }
 
 func (h *rest) delete(w http.ResponseWriter, r *http.Request) {
@@ -315,7 +274,7 @@ func (h *rest) stats(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{
 		"backlog": st.Backlog, "in_flight": st.InFlight, "delayed": st.Delayed,
 		"dead_letter_depth": st.DeadLetterDepth, "oldest_message_age_ms": st.OldestAge.Milliseconds(),
 		"delivered": st.Delivered, "redelivered": st.Redelivered, "paused": st.Paused,
@@ -337,7 +296,7 @@ func (h *rest) op(f func(*Service, *http.Request, string) error) http.HandlerFun
 			h.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toJSON(rec.Settings, rec.Paused))
+		apierr.WriteJSON(w, http.StatusOK, toJSON(rec.Settings, rec.Paused))
 	}
 }
 
@@ -420,7 +379,7 @@ func (m messageJSON) outgoing(batchDelay time.Duration) (Outgoing, error) {
 func ParseMessages(b []byte, batch bool) ([]Outgoing, error) {
 	if !batch {
 		var m messageJSON
-		if err := decodeStrict(b, &m, false); err != nil {
+		if err := apierr.DecodeJSON(b, &m); err != nil {
 			return nil, err
 		}
 		o, err := m.outgoing(0)
@@ -430,7 +389,7 @@ func ParseMessages(b []byte, batch bool) ([]Outgoing, error) {
 		return []Outgoing{o}, nil
 	}
 	var in batchJSON
-	if err := decodeStrict(b, &in, false); err != nil {
+	if err := apierr.DecodeJSON(b, &in); err != nil {
 		return nil, err
 	}
 	if len(in.Messages) == 0 {
@@ -473,10 +432,10 @@ func (h *rest) doSend(w http.ResponseWriter, r *http.Request, batch bool) {
 		return
 	}
 	if !batch {
-		writeJSON(w, http.StatusCreated, map[string]any{"id": ids[0]})
+		apierr.WriteJSON(w, http.StatusCreated, map[string]any{"id": ids[0]})
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"ids": ids})
+	apierr.WriteJSON(w, http.StatusCreated, map[string]any{"ids": ids})
 }
 
 type pullJSON struct {
@@ -490,10 +449,13 @@ func (h *rest) pull(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	// An empty body pulls with the defaults.
 	var in pullJSON
-	if err := decodeStrict(b, &in, true); err != nil {
-		h.fail(w, r, err)
-		return
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := apierr.DecodeJSON(b, &in); err != nil {
+			h.fail(w, r, err)
+			return
+		}
 	}
 	n, vis := 5, DefaultVisibility
 	if in.BatchSize != nil {
@@ -522,7 +484,7 @@ func (h *rest) pull(w http.ResponseWriter, r *http.Request) {
 			"attempts": m.Attempts, "content_type": m.ContentType, "body": wireBody(m.ContentType, m.Body),
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": out})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"messages": out})
 }
 
 // wireBody is a body as it goes out in JSON: json bodies as themselves,
@@ -553,7 +515,7 @@ type ackJSON struct {
 // ParseAck reads the body of POST .../messages/ack.
 func ParseAck(b []byte) (acks []string, retries []LeaseRetry, err error) {
 	var in ackJSON
-	if err := decodeStrict(b, &in, false); err != nil {
+	if err := apierr.DecodeJSON(b, &in); err != nil {
 		return nil, nil, err
 	}
 	if len(in.Acks)+len(in.Retries) == 0 {
@@ -597,5 +559,5 @@ func (h *rest) ack(w http.ResponseWriter, r *http.Request) {
 	if res.Warnings == nil {
 		res.Warnings = []string{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ackCount": res.Acked, "retryCount": res.Retried, "warnings": res.Warnings})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"ackCount": res.Acked, "retryCount": res.Retried, "warnings": res.Warnings})
 }

@@ -3,12 +3,8 @@ package schedule
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -104,14 +100,6 @@ func nsOf(r *http.Request) string { return r.Context().Value(ctxNS{}).(string) }
 
 func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
 }
 
 func rfc3339(us int64) string {
@@ -232,17 +220,14 @@ type taskBody struct {
 // ParseTaskBody reads a PUT body for task name in namespace ns. It checks
 // the JSON's shape; the service validates the values.
 func ParseTaskBody(b []byte, ns, name string) (*schedulev1.Task, error) {
+	// An empty body is answered with an example of a task rather than
+	// DecodeJSON's plain "send a JSON object".
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, invalid("request body is empty; want a JSON task such as {\"schedule\":\"@hourly\",\"action\":{\"type\":\"http\",\"url\":\"https://example.com/hook\"}}")
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var body taskBody
-	if err := dec.Decode(&body); err != nil {
-		return nil, invalid("request body: %s", jsonError(err))
-	}
-	if dec.More() {
-		return nil, invalid("request body: more than one JSON value")
+	if err := apierr.DecodeJSON(b, &body); err != nil {
+		return nil, err
 	}
 	if body.Ns != nil && *body.Ns != ns {
 		return nil, invalid("ns %q in the body differs from the namespace of the request (%q; set it with ?ns=)", *body.Ns, ns)
@@ -257,38 +242,6 @@ func ParseTaskBody(b []byte, ns, name string) (*schedulev1.Task, error) {
 		pb.Action = &schedulev1.Action{Type: a.Type, Queue: a.Queue, Method: a.Method, Url: a.URL, Headers: a.Headers, Body: a.Body, ContentType: a.ContentType, Builtin: a.Builtin}
 	}
 	return pb, nil
-}
-
-func jsonError(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return "invalid JSON at byte " + strconv.FormatInt(se.Offset, 10)
-	case errors.As(err, &te):
-		return "field " + te.Field + " must be a JSON " + jsonKind(te.Type.Kind().String())
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "truncated JSON"
-	}
-	msg := err.Error()
-	if strings.HasPrefix(msg, "json: unknown field ") {
-		return "unknown field " + strings.TrimPrefix(msg, "json: unknown field ")
-	}
-	return "invalid JSON"
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "string":
-		return "string"
-	case "int32", "int", "int64":
-		return "number"
-	case "bool":
-		return "boolean"
-	case "map", "struct", "ptr":
-		return "object"
-	}
-	return "value"
 }
 
 func (h *rest) put(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +264,7 @@ func (h *rest) put(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.Created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, taskOut(res.Msg.Task))
+	apierr.WriteJSON(w, status, taskOut(res.Msg.Task))
 }
 
 func (h *rest) get(w http.ResponseWriter, r *http.Request) {
@@ -320,7 +273,7 @@ func (h *rest) get(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, taskOut(res.Msg.Task))
+	apierr.WriteJSON(w, http.StatusOK, taskOut(res.Msg.Task))
 }
 
 func queryLimit(r *http.Request) (int32, error) {
@@ -354,7 +307,7 @@ func (h *rest) list(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
-	writeJSON(w, http.StatusOK, out)
+	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *rest) delete(w http.ResponseWriter, r *http.Request) {
@@ -372,7 +325,7 @@ func (h *rest) enable(on bool) http.HandlerFunc {
 			h.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, taskOut(res.Msg.Task))
+		apierr.WriteJSON(w, http.StatusOK, taskOut(res.Msg.Task))
 	}
 }
 
@@ -382,7 +335,7 @@ func (h *rest) run(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, runOut(res.Msg.Run))
+	apierr.WriteJSON(w, http.StatusAccepted, runOut(res.Msg.Run))
 }
 
 func (h *rest) runs(w http.ResponseWriter, r *http.Request) {
@@ -404,7 +357,7 @@ func (h *rest) runs(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
-	writeJSON(w, http.StatusOK, out)
+	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *rest) getRun(w http.ResponseWriter, r *http.Request) {
@@ -413,5 +366,5 @@ func (h *rest) getRun(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, runOut(res.Msg.Run))
+	apierr.WriteJSON(w, http.StatusOK, runOut(res.Msg.Run))
 }

@@ -3,11 +3,8 @@ package thingsdb
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -123,11 +120,14 @@ func (h *rest) namespace(r *http.Request) (string, error) {
 	return r.PathValue("ns"), nil
 }
 
+// writeJSON writes b, JSON these routes build by hand to spare
+// encoding/json the things' data, as apierr.WriteJSON writes a value:
+// with a newline after it.
 func writeJSON(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
-	w.Write(b)
+	w.Write(append(b, '\n'))
 }
 
 func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
@@ -145,47 +145,6 @@ func parseVersion(header, v string) (star bool, version int64, err error) {
 		return false, 0, apierr.New(apierr.Invalid, `%s must be * or a version such as "3"`, header)
 	}
 	return false, n, nil
-}
-
-// decodeStrict decodes one JSON object into v, refusing unknown fields.
-func decodeStrict(b []byte, v any) error {
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return apierr.New(apierr.Invalid, "request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", jsonError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.New(apierr.Invalid, "invalid JSON body: trailing data after the object")
-	}
-	return nil
-}
-
-// jsonError describes a decoding error without Go type names.
-func jsonError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		want := te.Type.Kind().String()
-		switch te.Type.Kind() {
-		case reflect.Slice, reflect.Array:
-			want = "an array"
-		case reflect.Map, reflect.Struct:
-			want = "an object"
-		case reflect.Int, reflect.Int32, reflect.Int64, reflect.Float32, reflect.Float64:
-			want = "a number"
-		case reflect.Bool:
-			want = "true or false"
-		case reflect.String:
-			want = "a string"
-		}
-		if te.Field != "" {
-			return fmt.Sprintf("field %s must be %s, not %s", te.Field, want, te.Value)
-		}
-		return fmt.Sprintf("the body must be %s, not %s", want, te.Value)
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // thingBody is the body of PUT and POST on a thing. The read-only fields
@@ -303,13 +262,8 @@ func (h *rest) writeThing(w http.ResponseWriter, r *http.Request, id string) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var body thingBody
-	if err := decodeStrict(raw, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -572,15 +526,10 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var body struct {
 		Ops []json.RawMessage `json:"ops"`
 	}
-	if err := decodeStrict(raw, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -595,7 +544,7 @@ func (h *rest) batch(w http.ResponseWriter, r *http.Request) {
 	req := &dbv1.BatchRequest{Ns: ns, Ops: make([]*dbv1.Op, len(body.Ops))}
 	for i, rawOp := range body.Ops {
 		var o batchOp
-		if err := decodeStrict(rawOp, &o); err != nil {
+		if err := apierr.DecodeJSON(rawOp, &o); err != nil {
 			h.fail(w, r, apierr.AtIndex(err, i))
 			return
 		}
@@ -702,13 +651,8 @@ func (h *rest) putRelationship(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var body relBody
-	if err := decodeStrict(raw, &body); err != nil {
+	if err := apierr.DecodeBody(r, &body); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -740,12 +684,7 @@ func (h *rest) deleteRelationship(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	body := relBody{From: q.Get("from"), Type: q.Get("type"), To: q.Get("to")}
 	if body.From == "" && body.Type == "" && body.To == "" {
-		raw, err := apierr.ReadBody(r)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if err := decodeStrict(raw, &body); err != nil {
+		if err := apierr.DecodeBody(r, &body); err != nil {
 			h.fail(w, r, err)
 			return
 		}

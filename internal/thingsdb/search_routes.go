@@ -60,13 +60,8 @@ type searchBody struct {
 }
 
 func (h *rest) search(w http.ResponseWriter, r *http.Request) {
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var b searchBody
-	if err := decodeStrict(raw, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -140,8 +135,7 @@ type configBody struct {
 }
 
 func writeConfig(w http.ResponseWriter, c *dbv1.SearchConfig) {
-	b, _ := json.Marshal(configBody{Ns: c.Ns, Dims: c.Dims, EmbedOnWrite: c.EmbedOnWrite, Fields: append([]string{}, c.Fields...)})
-	writeJSON(w, http.StatusOK, b)
+	apierr.WriteJSON(w, http.StatusOK, configBody{Ns: c.Ns, Dims: c.Dims, EmbedOnWrite: c.EmbedOnWrite, Fields: append([]string{}, c.Fields...)})
 }
 
 func (h *rest) getSearchConfig(w http.ResponseWriter, r *http.Request) {
@@ -155,13 +149,8 @@ func (h *rest) getSearchConfig(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) setSearchConfig(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var b configBody
-	if err := decodeStrict(raw, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -195,8 +184,7 @@ func (h *rest) generateEmbeddings(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	b, _ := json.Marshal(map[string]any{"embedded": res.Msg.Embedded, "failed": res.Msg.Failed, "done": res.Msg.Done})
-	writeJSON(w, http.StatusOK, b)
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"embedded": res.Msg.Embedded, "failed": res.Msg.Failed, "done": res.Msg.Done})
 }
 
 type eventBody struct {
@@ -207,15 +195,10 @@ type eventBody struct {
 }
 
 func (h *rest) ingestEvents(w http.ResponseWriter, r *http.Request) {
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var b struct {
 		Events []eventBody `json:"events"`
 	}
-	if err := decodeStrict(raw, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -338,21 +321,15 @@ func (h *rest) updateAnalytics(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	b, _ := json.Marshal(map[string]any{"rolled": res.Msg.Rolled, "done": res.Msg.Done})
-	writeJSON(w, http.StatusOK, b)
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"rolled": res.Msg.Rolled, "done": res.Msg.Done})
 }
 
 func (h *rest) setRollupProperty(w http.ResponseWriter, r *http.Request) {
-	raw, err := apierr.ReadBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	var b struct {
 		Event    string `json:"event"`
 		Property string `json:"property"`
 	}
-	if err := decodeStrict(raw, &b); err != nil {
+	if err := apierr.DecodeBody(r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -374,7 +351,6 @@ func (h *rest) stats(w http.ResponseWriter, r *http.Request) {
 	for _, t := range m.Types {
 		types[t.Type] = t.Count
 	}
-	b, _ := json.Marshal(map[string]any{"ns": m.Ns, "things": m.Things, "types": types, "relationships": m.Relationships,
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"ns": m.Ns, "things": m.Things, "types": types, "relationships": m.Relationships,
 		"embeddings": m.Embeddings, "storageBytes": m.StorageBytes, "events": m.Events})
-	writeJSON(w, http.StatusOK, b)
 }

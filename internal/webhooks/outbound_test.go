@@ -372,6 +372,37 @@ func TestEndpointRoutes(t *testing.T) {
 	}
 }
 
+// TestEndpointBodies: the operations routes take one JSON object of at
+// most 1 MiB, though the provider route takes larger bodies.
+func TestEndpointBodies(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"trailing data", `{"url":"https://hooks.example.test/","namespace":"acme"} {}`, 400, "invalid JSON body: trailing data after the JSON value"},
+		{"wrong type", `{"url":5,"namespace":"acme"}`, 400, "invalid JSON body: field url must be a string, not number"},
+		{"empty", ``, 400, "request body is empty; send a JSON object"},
+		{"over 1 MiB", `{"url":"https://hooks.example.test/","description":"` + strings.Repeat("x", 1<<20) + `"}`, 413, "request body is larger than 1048576 bytes"},
+	} {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/webhooks/endpoints", strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer ok")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.status || !strings.Contains(string(b), tc.want) {
+			t.Errorf("POST /v1/webhooks/endpoints with %s = %d %s; want %d saying %s", tc.name, res.StatusCode, b, tc.status, tc.want)
+		}
+	}
+	if code, out := e.api("GET", "/v1/webhooks/endpoints?namespace=acme", nil); code != 200 || len(out["items"].([]any)) != 0 {
+		t.Errorf("endpoints after refused bodies = %d %v; want none", code, out)
+	}
+}
+
 // TestSweepOutbound: a pending delivery whose queue message was lost is
 // queued again by the sweeper and delivered.
 func TestSweepOutbound(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -119,14 +118,6 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
-}
-
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -173,7 +164,7 @@ func (h *rest) receive(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": res.Msg.Id, "duplicate": res.Msg.Duplicate, "status": res.Msg.Status})
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"id": res.Msg.Id, "duplicate": res.Msg.Duplicate, "status": res.Msg.Status})
 }
 
 func millis(ms int64) string {
@@ -248,7 +239,7 @@ func (h *rest) listEvents(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
-	writeJSON(w, http.StatusOK, out)
+	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *rest) getEvent(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +250,7 @@ func (h *rest) getEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	v := eventViewOf(res.Msg.Event)
 	v.Duplicates = &res.Msg.Event.Duplicates
-	writeJSON(w, http.StatusOK, v)
+	apierr.WriteJSON(w, http.StatusOK, v)
 }
 
 func (h *rest) replayEvent(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +259,7 @@ func (h *rest) replayEvent(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, eventViewOf(res.Msg.Event))
+	apierr.WriteJSON(w, http.StatusAccepted, eventViewOf(res.Msg.Event))
 }
 
 type endpointView struct {
@@ -297,23 +288,11 @@ func endpointViewOf(e *webhooksv1.Endpoint, secret string) endpointView {
 // service's paths take inbound webhooks' larger bodies.
 const maxAPIBody = 1 << 20
 
-func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
-	if err == nil && len(b) > maxAPIBody {
-		return apierr.New(apierr.TooLarge, "request body is larger than %d bytes", maxAPIBody)
-	}
-	if err != nil {
-		return apierr.BodyError(err)
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return apierr.New(apierr.Invalid, "request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apierr.New(apierr.Invalid, "invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return nil
+// decodeBody decodes r's body as apierr.DecodeBody does, under
+// maxAPIBody.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
+	return apierr.DecodeBody(r, v)
 }
 
 func (h *rest) createEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -324,7 +303,7 @@ func (h *rest) createEndpoint(w http.ResponseWriter, r *http.Request) {
 		Namespace   string   `json:"namespace"`
 		Secret      string   `json:"secret"`
 	}
-	if err := decodeBody(r, &in); err != nil {
+	if err := decodeBody(w, r, &in); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -341,7 +320,7 @@ func (h *rest) createEndpoint(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, endpointViewOf(res.Msg.Endpoint, res.Msg.Secret))
+	apierr.WriteJSON(w, http.StatusCreated, endpointViewOf(res.Msg.Endpoint, res.Msg.Secret))
 }
 
 // endpointFor loads an endpoint and checks perm on its namespace; an
@@ -386,12 +365,12 @@ func (h *rest) listEndpoints(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
-	writeJSON(w, http.StatusOK, out)
+	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *rest) getEndpoint(w http.ResponseWriter, r *http.Request) {
 	if e := h.endpointFor(w, r, "webhooks:read"); e != nil {
-		writeJSON(w, http.StatusOK, endpointViewOf(e, ""))
+		apierr.WriteJSON(w, http.StatusOK, endpointViewOf(e, ""))
 	}
 }
 
@@ -402,7 +381,7 @@ func (h *rest) updateEndpoint(w http.ResponseWriter, r *http.Request) {
 		EventTypes  *[]string `json:"eventTypes"`
 		Disabled    *bool     `json:"disabled"`
 	}
-	if err := decodeBody(r, &in); err != nil {
+	if err := decodeBody(w, r, &in); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -419,7 +398,7 @@ func (h *rest) updateEndpoint(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, endpointViewOf(res.Msg.Endpoint, ""))
+	apierr.WriteJSON(w, http.StatusOK, endpointViewOf(res.Msg.Endpoint, ""))
 }
 
 func (h *rest) deleteEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -439,7 +418,7 @@ func (h *rest) rotateSecret(w http.ResponseWriter, r *http.Request) {
 		KeepOldSeconds int64 `json:"keepOldSeconds"`
 	}
 	if r.ContentLength != 0 {
-		if err := decodeBody(r, &in); err != nil {
+		if err := decodeBody(w, r, &in); err != nil {
 			h.fail(w, r, err)
 			return
 		}
@@ -453,7 +432,7 @@ func (h *rest) rotateSecret(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, endpointViewOf(res.Msg.Endpoint, res.Msg.Secret))
+	apierr.WriteJSON(w, http.StatusOK, endpointViewOf(res.Msg.Endpoint, res.Msg.Secret))
 }
 
 type deliveryView struct {
@@ -507,7 +486,7 @@ func (h *rest) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	if res.Msg.NextCursor != "" {
 		out["nextCursor"] = res.Msg.NextCursor
 	}
-	writeJSON(w, http.StatusOK, out)
+	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
 // deliveryFor loads a delivery and checks perm on its namespace.
@@ -526,7 +505,7 @@ func (h *rest) deliveryFor(w http.ResponseWriter, r *http.Request, perm string) 
 
 func (h *rest) getDelivery(w http.ResponseWriter, r *http.Request) {
 	if d := h.deliveryFor(w, r, "webhooks:read"); d != nil {
-		writeJSON(w, http.StatusOK, deliveryViewOf(d))
+		apierr.WriteJSON(w, http.StatusOK, deliveryViewOf(d))
 	}
 }
 
@@ -540,7 +519,7 @@ func (h *rest) retryDelivery(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, deliveryViewOf(res.Msg.Delivery))
+	apierr.WriteJSON(w, http.StatusAccepted, deliveryViewOf(res.Msg.Delivery))
 }
 
 func (h *rest) emit(w http.ResponseWriter, r *http.Request) {
@@ -549,7 +528,7 @@ func (h *rest) emit(w http.ResponseWriter, r *http.Request) {
 		Type      string          `json:"type"`
 		Data      json.RawMessage `json:"data"`
 	}
-	if err := decodeBody(r, &in); err != nil {
+	if err := decodeBody(w, r, &in); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -565,5 +544,5 @@ func (h *rest) emit(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"deliveryIds": res.Msg.DeliveryIds})
+	apierr.WriteJSON(w, http.StatusAccepted, map[string]any{"deliveryIds": res.Msg.DeliveryIds})
 }
