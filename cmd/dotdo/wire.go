@@ -157,7 +157,7 @@ func newLimits(cfg *config, log *slog.Logger) (*limits, error) {
 // decide is the gateway's rate-limit hook: per credential, per IP for
 // anonymous callers, or per route when the route has its own policy.
 func (l *limits) decide(w http.ResponseWriter, r *http.Request, route string, id *authv1.Identity) bool {
-	p, key := l.anon, "ip:"+auth.ClientIP(r)
+	p, key := l.anon, "ip:"+reqid.ClientIP(r)
 	if id != nil {
 		p, key = l.keyed, id.Kind+":"+id.Subject
 	}

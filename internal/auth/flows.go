@@ -24,6 +24,7 @@ import (
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	emailv1 "github.com/dotdo/dotdo/internal/gen/dotdo/email/v1"
 	"github.com/dotdo/dotdo/internal/identity"
+	"github.com/dotdo/dotdo/internal/reqid"
 )
 
 // Mailer is what the flows need from the email service: the
@@ -560,10 +561,10 @@ func (h *flowRest) forgot(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
+	if !h.throttle(w, r, FlowThrottleKeys(b.Email, reqid.ClientIP(r))...) {
 		return
 	}
-	if _, err := h.api.ForgotPassword(r.Context(), connect.NewRequest(&authv1.ForgotPasswordRequest{Email: b.Email, Ip: ClientIP(r), Test: testCaller(r)})); err != nil {
+	if _, err := h.api.ForgotPassword(r.Context(), connect.NewRequest(&authv1.ForgotPasswordRequest{Email: b.Email, Ip: reqid.ClientIP(r), Test: testCaller(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -579,7 +580,7 @@ func (h *flowRest) reset(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if _, err := h.api.ResetPassword(r.Context(), connect.NewRequest(&authv1.ResetPasswordRequest{Token: b.Token, Password: b.Password, Ip: ClientIP(r)})); err != nil {
+	if _, err := h.api.ResetPassword(r.Context(), connect.NewRequest(&authv1.ResetPasswordRequest{Token: b.Token, Password: b.Password, Ip: reqid.ClientIP(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -619,7 +620,7 @@ func (h *flowRest) verify(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := h.api.VerifyEmail(r.Context(), connect.NewRequest(&authv1.VerifyEmailRequest{Token: b.Token, Ip: ClientIP(r)}))
+	res, err := h.api.VerifyEmail(r.Context(), connect.NewRequest(&authv1.VerifyEmailRequest{Token: b.Token, Ip: reqid.ClientIP(r)}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -674,7 +675,7 @@ func (h *flowRest) accept(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := h.api.AcceptInvite(r.Context(), connect.NewRequest(&authv1.AcceptInviteRequest{Token: b.Token, Password: b.Password, Name: b.Name, Ip: ClientIP(r), UserAgent: r.UserAgent()}))
+	res, err := h.api.AcceptInvite(r.Context(), connect.NewRequest(&authv1.AcceptInviteRequest{Token: b.Token, Password: b.Password, Name: b.Name, Ip: reqid.ClientIP(r), UserAgent: r.UserAgent()}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -690,10 +691,10 @@ func (h *flowRest) magic(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, FlowThrottleKeys(b.Email, ClientIP(r))...) {
+	if !h.throttle(w, r, FlowThrottleKeys(b.Email, reqid.ClientIP(r))...) {
 		return
 	}
-	if _, err := h.api.SendMagicLink(r.Context(), connect.NewRequest(&authv1.SendMagicLinkRequest{Email: b.Email, Ip: ClientIP(r), Test: testCaller(r)})); err != nil {
+	if _, err := h.api.SendMagicLink(r.Context(), connect.NewRequest(&authv1.SendMagicLinkRequest{Email: b.Email, Ip: reqid.ClientIP(r), Test: testCaller(r)})); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -708,7 +709,7 @@ func (h *flowRest) magicVerify(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := h.api.MagicLogin(r.Context(), connect.NewRequest(&authv1.MagicLoginRequest{Token: b.Token, Ip: ClientIP(r), UserAgent: r.UserAgent()}))
+	res, err := h.api.MagicLogin(r.Context(), connect.NewRequest(&authv1.MagicLoginRequest{Token: b.Token, Ip: reqid.ClientIP(r), UserAgent: r.UserAgent()}))
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // keyJSON is an APIKey thing's data. The secret itself is never stored:
@@ -65,7 +66,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, req *connect.Request[authv1.
 	}
 	prefix, last4 := DisplayKey(secret)
 	k := &keyJSON{Name: name, Prefix: prefix, Last4: last4, Test: m.Test, Grants: grants, ExpiresAt: m.ExpiresAt, CreatedBy: m.CreatedBy, Hash: HashAPIKey(secret)}
-	id := newID("key_")
+	id := thingsdb.NewPrefixedID("key_")
 	var ttl int64
 	if m.ExpiresAt != 0 {
 		ttl = time.Unix(m.ExpiresAt, 0).UnixMicro()

@@ -24,6 +24,8 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/reqid"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // Sign-in with OpenID Connect providers: the authorization code flow with
@@ -534,7 +536,7 @@ func (s *Service) externalUser(ctx context.Context, id ExternalIdentity, ip stri
 		s.auditOIDC(ctx, "", id.Provider, "signup_closed", ip)
 		return "", nil, apierr.New(apierr.Forbidden, "signup is invite-only: ask an admin to invite %s", email)
 	}
-	uid := newID("usr_")
+	uid := thingsdb.NewPrefixedID("usr_")
 	u := &userJSON{Email: email, Name: id.Name, Status: "active"}
 	err = s.batch(ctx,
 		write(emailID(email), "UserEmail", map[string]string{"userId": uid}, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0),
@@ -578,7 +580,7 @@ func (s *Service) auditOIDC(ctx context.Context, userID, provider, outcome, ip s
 		ev["ip"] = ip
 	}
 	exp := s.Now().Add(90 * 24 * time.Hour).UnixMicro()
-	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: newID("aud_"), Type: "AuditEvent", Data: mustJSON(ev), ExpiresAt: exp}}))
+	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: thingsdb.NewPrefixedID("aud_"), Type: "AuditEvent", Data: mustJSON(ev), ExpiresAt: exp}}))
 	if err != nil {
 		s.log.WarnContext(ctx, "audit event not recorded", "action", "login", "err", err)
 	}
@@ -587,7 +589,7 @@ func (s *Service) auditOIDC(ctx context.Context, userID, provider, outcome, ip s
 // --- REST ---
 
 func (h *rest) oauthStart(w http.ResponseWriter, r *http.Request) {
-	if !h.throttle(w, r, "oauth:ip:"+ClientIP(r)) {
+	if !h.throttle(w, r, "oauth:ip:"+reqid.ClientIP(r)) {
 		return
 	}
 	res, err := h.api.OAuthStart(r.Context(), connect.NewRequest(&authv1.OAuthStartRequest{Provider: r.PathValue("provider")}))
@@ -611,7 +613,7 @@ func (h *rest) oauthCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.api.OAuthCallback(r.Context(), connect.NewRequest(&authv1.OAuthCallbackRequest{
-		Provider: r.PathValue("provider"), Code: q.Get("code"), State: q.Get("state"), UserAgent: r.UserAgent(), Ip: ClientIP(r),
+		Provider: r.PathValue("provider"), Code: q.Get("code"), State: q.Get("state"), UserAgent: r.UserAgent(), Ip: reqid.ClientIP(r),
 	}))
 	if err != nil {
 		h.fail(w, r, err)

@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -137,16 +136,6 @@ func caller(r *http.Request) (*authv1.Identity, error) {
 	return id, nil
 }
 
-// ClientIP is the caller's address as rate limits and audits see it: the
-// TCP peer (X-Forwarded-For is not trusted).
-func ClientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 type tokensOut struct {
 	AccessToken  string `json:"accessToken"`
 	RefreshToken string `json:"refreshToken"`
@@ -190,7 +179,7 @@ func (h *rest) login(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	ip := ClientIP(r)
+	ip := reqid.ClientIP(r)
 	if !h.throttle(w, r, "login:ip:"+ip, "login:acct:"+hashHex(strings.ToLower(strings.TrimSpace(body.Email)))) {
 		return
 	}
@@ -210,7 +199,7 @@ func (h *rest) refresh(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := h.api.Refresh(r.Context(), connect.NewRequest(&authv1.RefreshRequest{RefreshToken: body.RefreshToken, UserAgent: r.UserAgent(), Ip: ClientIP(r)}))
+	res, err := h.api.Refresh(r.Context(), connect.NewRequest(&authv1.RefreshRequest{RefreshToken: body.RefreshToken, UserAgent: r.UserAgent(), Ip: reqid.ClientIP(r)}))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -247,7 +236,7 @@ func (h *rest) signup(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if !h.throttle(w, r, "signup:ip:"+ClientIP(r)) {
+	if !h.throttle(w, r, "signup:ip:"+reqid.ClientIP(r)) {
 		return
 	}
 	res, err := h.api.CreateUser(r.Context(), connect.NewRequest(&authv1.CreateUserRequest{Email: body.Email, Name: body.Name, Password: body.Password, Grants: body.Grants, Signup: true}))

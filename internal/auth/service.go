@@ -20,7 +20,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/google/uuid"
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
@@ -220,10 +219,6 @@ func hashHex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func newID(prefix string) string {
-	return prefix + strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", "")
-}
-
 func (s *Service) unix() int64 { return s.Now().Unix() }
 
 // internal hides an unexpected error from the caller and logs it.
@@ -407,7 +402,7 @@ func (s *Service) audit(ctx context.Context, action, actor, target, outcome, ip 
 		ev["ip"] = ip
 	}
 	exp := s.Now().Add(90 * 24 * time.Hour).UnixMicro()
-	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: newID("aud_"), Type: "AuditEvent", Data: mustJSON(ev), ExpiresAt: exp}}))
+	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: thingsdb.NewPrefixedID("aud_"), Type: "AuditEvent", Data: mustJSON(ev), ExpiresAt: exp}}))
 	if err != nil {
 		s.log.WarnContext(ctx, "audit event not recorded", "action", action, "err", err)
 	}
@@ -423,7 +418,7 @@ func (s *Service) claims(u *userJSON, userID, sessionID string, now time.Time) *
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.AccessTTL)),
-			ID:        newID(""),
+			ID:        thingsdb.NewPrefixedID(""),
 		},
 		SessionID: sessionID,
 		Email:     u.Email,

@@ -10,6 +10,7 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // sessionJSON is a Session thing's data. A session is one refresh-token
@@ -92,7 +93,7 @@ func (s *Service) Login(ctx context.Context, req *connect.Request[authv1.LoginRe
 // returns its first tokens.
 func (s *Service) startSession(ctx context.Context, userID string, u *userJSON, ip, userAgent string) (*authv1.Tokens, error) {
 	now := s.Now()
-	sid := newID("ses_")
+	sid := thingsdb.NewPrefixedID("ses_")
 	rt, err := newRefreshToken()
 	if err != nil {
 		return nil, err

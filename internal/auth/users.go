@@ -10,6 +10,7 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	authv1 "github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // userJSON is a User thing's data.
@@ -80,7 +81,7 @@ func (s *Service) CreateUser(ctx context.Context, req *connect.Request[authv1.Cr
 			return nil, s.internal(ctx, "hash password", err)
 		}
 	}
-	id := newID("usr_")
+	id := thingsdb.NewPrefixedID("usr_")
 	err = s.batch(ctx,
 		write(emailID(email), "UserEmail", map[string]string{"userId": id}, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0),
 		write(id, "User", u, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0))

@@ -1,5 +1,6 @@
 // Package reqid carries a request's ID through a context, so that every log
-// line and every RPC of a request names it.
+// line and every RPC of a request names it, and says which address a
+// request came from.
 package reqid
 
 import (
@@ -7,6 +8,8 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"log/slog"
+	"net"
+	"net/http"
 )
 
 // Header is the HTTP header that carries the ID in and out.
@@ -32,6 +35,16 @@ func New() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return enc.EncodeToString(b[:])
+}
+
+// ClientIP is the caller's address as rate limits, audits and webhook
+// records see it: the TCP peer (X-Forwarded-For is not trusted).
+func ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // Valid reports whether a client-sent ID may be kept: 1-128 printable ASCII

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -36,6 +37,22 @@ func TestValid(t *testing.T) {
 	for id, want := range map[string]bool{"abc": true, "": false, "a b": false, strings.Repeat("x", 129): false, "é": false, reqid.New(): true} {
 		if got := reqid.Valid(id); got != want {
 			t.Errorf("Valid(%q) = %v; want %v", id, got, want)
+		}
+	}
+}
+
+// ClientIP is the TCP peer's host, whatever a forwarding header claims.
+func TestClientIP(t *testing.T) {
+	for _, tc := range []struct{ remoteAddr, want string }{
+		{"203.0.113.7:41234", "203.0.113.7"},
+		{"[2001:db8::1]:443", "2001:db8::1"},
+		{"@", "@"}, // a unix socket peer has no port
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remoteAddr
+		r.Header.Set("X-Forwarded-For", "198.51.100.1")
+		if got := reqid.ClientIP(r); got != tc.want {
+			t.Errorf("ClientIP(RemoteAddr %q) = %q; want %q", tc.remoteAddr, got, tc.want)
 		}
 	}
 }

@@ -729,3 +729,20 @@ func TestSameTextOnBothBackends(t *testing.T) {
 		}
 	})
 }
+
+// NewPrefixedID names what it identifies, and IDs made later sort later,
+// so that lists ordered by ID are in creation order.
+func TestNewPrefixedID(t *testing.T) {
+	prev := ""
+	for range 100 {
+		id := thingsdb.NewPrefixedID("usr_")
+		hex := strings.TrimPrefix(id, "usr_")
+		if len(hex) != 32 || strings.Trim(hex, "0123456789abcdef") != "" || !strings.HasPrefix(id, "usr_") {
+			t.Fatalf("NewPrefixedID(%q) = %q; want usr_ and 32 hex digits", "usr_", id)
+		}
+		if id <= prev {
+			t.Fatalf("NewPrefixedID = %q after %q; want a later ID to sort later", id, prev)
+		}
+		prev = id
+	}
+}

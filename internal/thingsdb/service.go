@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -611,3 +612,10 @@ func (s *Service) Batch(ctx context.Context, req *connect.Request[dbv1.BatchRequ
 
 // NewID returns a new time-ordered thing ID (a UUIDv7).
 func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// NewPrefixedID returns prefix followed by a new UUIDv7 in 32 hex digits,
+// such as usr_0190c1d2...: an ID that says what it names and, like NewID,
+// sorts by creation time.
+func NewPrefixedID(prefix string) string {
+	return prefix + strings.ReplaceAll(NewID(), "-", "")
+}

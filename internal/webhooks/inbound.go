@@ -13,6 +13,7 @@ import (
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // SignatureHeaders are the request headers Receive reads; the route
@@ -149,7 +150,7 @@ type dupJSON struct {
 // contend.
 func (s *Service) recordDuplicate(ctx context.Context, id, remoteIP string, now time.Time) {
 	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{
-		Ns: Namespace, Id: newID("dup_"), Type: typeDup, Data: mustJSON(&dupJSON{Event: id, ReceivedAt: now.UnixMilli(), RemoteIP: remoteIP}),
+		Ns: Namespace, Id: thingsdb.NewPrefixedID("dup_"), Type: typeDup, Data: mustJSON(&dupJSON{Event: id, ReceivedAt: now.UnixMilli(), RemoteIP: remoteIP}),
 		Condition: dbv1.Condition_CONDITION_MUST_NOT_EXIST, ExpiresAt: now.Add(s.cfg.RejectedRetention).UnixMicro(),
 	}}))
 	if err != nil {
@@ -167,7 +168,7 @@ func (s *Service) reject(ctx context.Context, m *webhooksv1.ReceiveRequest, code
 		ev.Type = typ
 	}
 	_, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{
-		Ns: Namespace, Id: newID("rej_"), Type: typeEvent, Data: mustJSON(&ev),
+		Ns: Namespace, Id: thingsdb.NewPrefixedID("rej_"), Type: typeEvent, Data: mustJSON(&ev),
 		Condition: dbv1.Condition_CONDITION_MUST_NOT_EXIST, ExpiresAt: now.Add(s.cfg.RejectedRetention).UnixMicro(),
 	}}))
 	if err != nil {

@@ -243,7 +243,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, req *connect.Request[webho
 	if e.EventTypes == nil {
 		e.EventTypes = []string{}
 	}
-	res, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: newID("ep_"), Type: typeEndpoint,
+	res, err := s.db.Put(ctx, connect.NewRequest(&dbv1.PutRequest{Write: &dbv1.Write{Ns: Namespace, Id: thingsdb.NewPrefixedID("ep_"), Type: typeEndpoint,
 		Data: mustJSON(e), Condition: dbv1.Condition_CONDITION_MUST_NOT_EXIST}}))
 	if err != nil {
 		return nil, s.internal(ctx, "create endpoint", err)
@@ -433,7 +433,7 @@ func (s *Service) Emit(ctx context.Context, req *connect.Request[webhooksv1.Emit
 			if json.Unmarshal(t.Data, &e) != nil || (len(e.EventTypes) > 0 && !slices.Contains(e.EventTypes, m.Type)) {
 				continue
 			}
-			id := newID("msg_")
+			id := thingsdb.NewPrefixedID("msg_")
 			d := deliveryJSON{EndpointID: t.Id, Namespace: m.Namespace, EventType: m.Type, Status: DeliveryPending,
 				NextAttemptAt: now.UnixMilli(), Payload: payload, Log: []attemptLog{}}
 			ops = append(ops, writeOp(id, typeDelivery, &d, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0))

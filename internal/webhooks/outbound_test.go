@@ -15,6 +15,7 @@ import (
 
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
+	"github.com/dotdo/dotdo/internal/thingsdb"
 )
 
 // receiver is a user's endpoint: it records requests and answers with the
@@ -70,7 +71,7 @@ func (e *env) createEndpoint(url string, types ...string) (string, string) {
 // drives its attempts itself.
 func (e *env) pendingDelivery(endpointID string) string {
 	e.t.Helper()
-	id := newID("msg_")
+	id := thingsdb.NewPrefixedID("msg_")
 	d := deliveryJSON{EndpointID: endpointID, Namespace: "acme", EventType: "thing.created", Status: DeliveryPending,
 		NextAttemptAt: e.svc.Now().UnixMilli(), Payload: []byte(`{"type":"thing.created","timestamp":"2026-11-28T12:00:00Z","data":{"id":"x"}}`), Log: []attemptLog{}}
 	if err := e.svc.batch(e.ctx, Namespace, writeOp(id, typeDelivery, &d, dbv1.Condition_CONDITION_MUST_NOT_EXIST, 0, 0)); err != nil {

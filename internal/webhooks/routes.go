@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -118,14 +117,6 @@ func (h *rest) fail(w http.ResponseWriter, r *http.Request, err error) {
 	apierr.WriteHTTP(w, reqid.From(r.Context()), err)
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 // receive is POST /webhooks/{provider}: the raw body, unparsed, goes to
 // verification. Only the signature and event headers are passed on.
 func (h *rest) receive(w http.ResponseWriter, r *http.Request) {
@@ -134,7 +125,7 @@ func (h *rest) receive(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, apierr.New(apierr.NotFound, "unknown webhook provider %q; use stripe, github, workos or resend", provider))
 		return
 	}
-	req := &webhooksv1.ReceiveRequest{Provider: provider, RemoteIp: remoteIP(r), Headers: map[string]string{}}
+	req := &webhooksv1.ReceiveRequest{Provider: provider, RemoteIp: reqid.ClientIP(r), Headers: map[string]string{}}
 	for _, k := range SignatureHeaders {
 		if v := r.Header.Get(k); v != "" && len(v) <= 8<<10 {
 			req.Headers[k] = v

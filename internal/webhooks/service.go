@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 
 	"github.com/dotdo/dotdo/internal/apierr"
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
@@ -258,10 +256,6 @@ func eventID(provider, id string) string {
 }
 
 func payloadID(id string, part int) string { return fmt.Sprintf("payload:%d:%s", part, id) }
-
-func newID(prefix string) string {
-	return prefix + strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", "")
-}
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
