@@ -227,6 +227,26 @@ func TestRateLimit(t *testing.T) {
 				checkRateHeaders(t, "GET "+list+" with a key from a spent IP", r, rlWant{name: "default", q: 5, w: 3600, r: 4, tFull: 720, status: 200})
 			})
 
+			t.Run("signed webhooks have their own budget", func(t *testing.T) {
+				// Providers deliver from a few addresses and GitHub does not
+				// retry a refused delivery: past the anonymous budget of an
+				// address, its webhook deliveries still reach verification.
+				c := clientFrom(t, "127.0.0.5")
+				jwks := p.url + "/.well-known/jwks.json"
+				rateBurst(t, c, "GET", jwks, "", "anonymous", 3, 3600)
+				for i := 0; i < 5; i++ {
+					r := c.do(t, "POST", p.url+"/webhooks/github", `{"zen":"hi"}`, "")
+					// No GitHub secret is configured: verification refuses
+					// every delivery with 503.
+					if r.status != 503 {
+						t.Fatalf("unsigned delivery %d from a spent address = %d %s; want 503 from verification (no secret), not 429 from the rate limit", i, r.status, r.body)
+					}
+					if pol := r.header.Get("RateLimit-Policy"); pol != `"webhooks";q=60000;w=60` {
+						t.Fatalf("RateLimit-Policy of a webhook delivery = %q; want the webhooks policy, 60000 a minute", pol)
+					}
+				}
+			})
+
 			t.Run("login throttled per account", func(t *testing.T) {
 				// Each attempt from an address of its own: rotating IPs
 				// does not lift the per-account limit of 10 in 15 minutes.

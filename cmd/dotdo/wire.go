@@ -112,6 +112,9 @@ func parsePolicy(name, s string) (*ratelimit.Policy, error) {
 	return &p, nil
 }
 
+// webhooksRoute is the route of inbound signed webhooks.
+const webhooksRoute = "POST /webhooks/{provider}"
+
 // limits are the gateway's rate-limit policies.
 type limits struct {
 	limiter ratelimit.Limiter
@@ -141,6 +144,12 @@ func newLimits(cfg *config, log *slog.Logger) (*limits, error) {
 			}
 			l.routes[strings.TrimSpace(route)] = p
 		}
+	}
+	// Providers deliver signed webhooks from a few addresses, and GitHub
+	// does not retry a refused delivery: unless --rate-limit-routes sets
+	// one, the route has a budget of its own, far above the anonymous one.
+	if _, ok := l.routes[webhooksRoute]; !ok {
+		l.routes[webhooksRoute] = &ratelimit.Policy{Name: "webhooks", Limit: 60000, Period: time.Minute}
 	}
 	if cfg.RedisURL != "" {
 		opt, err := redis.ParseURL(cfg.RedisURL)
