@@ -24,13 +24,23 @@ func DecodeBody(r *http.Request, v any) error {
 }
 
 // DecodeJSON decodes b, a request body, into v strictly: b must hold
-// exactly one JSON value, and an object may not have fields v lacks. Every
+// exactly one JSON value other than null, and an object may not have
+// fields v lacks. Every
 // fault is an Invalid error whose message names the field at fault in
 // JSON terms, never in Go's; an empty body is refused, so a route that
 // takes one checks for it first.
 func DecodeJSON(b []byte, v any) error {
-	if len(bytes.Trim(b, " \t\r\n")) == 0 {
+	trimmed := bytes.Trim(b, " \t\r\n")
+	if len(trimmed) == 0 {
 		return New(Invalid, "request body is empty; send a JSON object")
+	}
+	// encoding/json reads a top-level null as "leave v alone", which
+	// would pass a route's zero value on as if the caller had sent it.
+	if t := reflect.TypeOf(v); string(trimmed) == "null" && t != nil && t.Kind() == reflect.Pointer {
+		switch t.Elem().Kind() {
+		case reflect.Struct, reflect.Map, reflect.Slice:
+			return New(Invalid, "invalid JSON body: the body must be %s, not null", jsonKind(t.Elem(), false))
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -49,6 +49,7 @@ func TestDecodeJSONErrors(t *testing.T) {
 		{"nested field", `{"items":[{"id":7}]}`, "invalid JSON body: field items.id must be a string, not number"},
 		{"array for the body", `[1]`, "invalid JSON body: the body must be an object, not array"},
 		{"string for the body", `"x"`, "invalid JSON body: the body must be an object, not string"},
+		{"null for the body", ` null `, "invalid JSON body: the body must be an object, not null"},
 		{"syntax", `{"name" "x"}`, "invalid JSON body: invalid character '\"' after object key at byte 9"},
 		{"not JSON", `name=x`, "invalid JSON body: invalid character 'a' in literal null (expecting 'u') at byte 2"},
 		{"truncated", `{"name":`, "invalid JSON body: unexpected end of JSON input"},
