@@ -224,6 +224,9 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			return err
 		}
 		closers = append(closers, svc.Close)
+		// backup-database asks this process for backups, from wherever the
+		// schedule service runs: they land beside this process's data.
+		svc.BackupDir = filepath.Join(cfg.DataDir, "backups")
 		emb, err := thingsdb.NewEmbedder(cfg.Embedder)
 		if err != nil {
 			return fmt.Errorf("--embedder: %w", err)

@@ -226,7 +226,10 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 	} else {
 		w.log.Warn("schedule: HTTP action headers are stored unsealed; set DOTDO_SECRET_KEY (the same on every replica) to seal them")
 	}
-	backuper, _ := w.db.(schedule.Backuper)
+	backuper, ok := w.db.(schedule.Backuper)
+	if !ok {
+		return errors.New("schedule: the db binding lacks Backup")
+	}
 	// The services wired after this one (webhooks, dispatch, mcp) are in
 	// w.ups only once serve has wired them all; the upstream's Routes hook
 	// below runs then, in serve's goroutine, and takes the full list.
@@ -240,7 +243,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 		"cleanup-old-generations":     schedule.CleanupOldGenerations(db, clock, cfg.Schedule.Retention),
 		"generate-missing-embeddings": schedule.GenerateMissingEmbeddings(db),
 		"update-analytics":            schedule.UpdateAnalytics(db),
-		"backup-database":             schedule.BackupDatabase(backuper, clock, filepath.Join(cfg.DataDir, "backups"), cfg.Schedule.Backups),
+		"backup-database":             schedule.BackupDatabase(backuper, cfg.Schedule.Backups),
 		"health-check-services":       schedule.HealthCheckServices(db, clock, func() []schedule.HealthTarget { return *targets.Load() }, 7*24*time.Hour, log),
 		"check-rate-limits":           schedule.CheckRateLimits(db, clock, w.schedule.limits),
 	}
@@ -250,7 +253,7 @@ func wireSchedule(ctx context.Context, w *wiring) error {
 		"cleanup-old-generations":     "deletes things older than the --schedule-retention policies",
 		"generate-missing-embeddings": "embeds things of namespaces with embed-on-write that have no embedding",
 		"update-analytics":            "rolls analytics events up into hourly and daily counts",
-		"backup-database":             "backs the database up into <data-dir>/backups and keeps the newest --schedule-backups",
+		"backup-database":             "backs the database up into the db process's <data-dir>/backups and keeps the newest --schedule-backups",
 		"health-check-services":       "records each service's health and an event when one changes",
 		"check-rate-limits":           "reports the API keys and IPs that hit their rate limits",
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -175,65 +173,25 @@ func CleanupOldGenerations(db DB, clock Clock, policies []RetentionPolicy) func(
 	}
 }
 
-// Backuper is the db service's online backup: a SQLite copy made with
-// VACUUM INTO, or a consistent JSON-lines export of PostgreSQL. It is a
-// method of the db service itself, so backup-database needs the db
-// service in the same process.
+// Backuper is the db service's Backup RPC: an online backup (a SQLite
+// copy made with VACUUM INTO, or a consistent JSON-lines export of
+// PostgreSQL) into the db process's <data-dir>/backups, with rotation.
+// The db service in this process and a Connect client to one in another
+// process both have it.
 type Backuper interface {
-	Backup(ctx context.Context, path string) (string, error)
+	Backup(context.Context, *connect.Request[dbv1.BackupRequest]) (*connect.Response[dbv1.BackupResponse], error)
 }
 
-// BackupDatabase returns the work of backup-database: a backup into dir
-// named by the time, then rotation keeping the newest keep.
-func BackupDatabase(b Backuper, clock Clock, dir string, keep int) func(context.Context) (string, error) {
+// BackupDatabase returns the work of backup-database: a backup by the db
+// service, which keeps the newest keep.
+func BackupDatabase(b Backuper, keep int) func(context.Context) (string, error) {
 	return func(ctx context.Context) (string, error) {
-		if b == nil {
-			return "", fmt.Errorf("backup-database needs the db service in this process (run the schedule service beside it: --services db,schedule,...)")
-		}
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return "", fmt.Errorf("create %s: %w", dir, err)
-		}
-		base := filepath.Join(dir, "dotdo-"+clock.Now().UTC().Format("20060102T150405.000Z"))
-		path, err := b.Backup(ctx, base)
+		res, err := b.Backup(ctx, connect.NewRequest(&dbv1.BackupRequest{Keep: int32(keep)}))
 		if err != nil {
 			return "", err
 		}
-		removed, err := rotate(dir, keep)
-		if err != nil {
-			return "wrote " + path, err
-		}
-		st, _ := os.Stat(path)
-		var size int64
-		if st != nil {
-			size = st.Size()
-		}
-		return fmt.Sprintf("wrote %s (%d bytes); removed %d old backups", path, size, removed), nil
+		return fmt.Sprintf("wrote %s (%d bytes); removed %d old backups", res.Msg.Path, res.Msg.Bytes, res.Msg.Removed), nil
 	}
-}
-
-// rotate removes all but the newest keep backups in dir.
-func rotate(dir string, keep int) (int, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	var names []string
-	for _, e := range ents {
-		n := e.Name()
-		if strings.HasPrefix(n, "dotdo-") && (strings.HasSuffix(n, ".db") || strings.HasSuffix(n, ".jsonl")) {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	removed := 0
-	for len(names) > keep {
-		if err := os.Remove(filepath.Join(dir, names[0])); err != nil {
-			return removed, err
-		}
-		names = names[1:]
-		removed++
-	}
-	return removed, nil
 }
 
 // HealthTarget is one service health-check-services checks.

@@ -294,11 +294,13 @@ func TestBuiltinBackupDatabase(t *testing.T) {
 			fillStore(t, st)
 			clk := NewFakeClock(t0())
 			dir := filepath.Join(t.TempDir(), "backups")
-			r := startReplica(t, st.Service, clk, "r0", builtin("backup-database", BackupDatabase(st.Service, clk, dir, 2)))
+			st.BackupDir = dir
+			r := startReplica(t, st.Service, clk, "r0", builtin("backup-database", BackupDatabase(st.Service, 2)))
 			var files []string
 			for i := 0; i < 3; i++ {
 				runBuiltin(t, r, "backup-database")
-				clk.Advance(time.Second)
+				// Backups are named by the db service's clock.
+				st.offset.Add(int64(time.Second))
 				ents, _ := os.ReadDir(dir)
 				files = files[:0]
 				for _, e := range ents {

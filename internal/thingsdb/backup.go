@@ -9,9 +9,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/dotdo/dotdo/internal/apierr"
+	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
 )
 
 // Backups. On SQLite a backup is a copy of the database made online with
@@ -35,10 +41,66 @@ type backupHeader struct {
 // read them.
 var restoreOrder = []string{"search_config", "analytics_config", "things", "relationships"}
 
-// Backup writes a consistent backup of the whole database next to base:
+// Backup is the Backup RPC: a backup into BackupDir named by the time,
+// then rotation keeping the newest Keep. It runs where the database's
+// files are reachable, so that a schedule service in another process can
+// ask for one (backup-database).
+func (s *Service) Backup(ctx context.Context, req *connect.Request[dbv1.BackupRequest]) (*connect.Response[dbv1.BackupResponse], error) {
+	if req.Msg.Keep < 1 {
+		return nil, apierr.New(apierr.Invalid, "keep must be 1 or more")
+	}
+	if s.BackupDir == "" {
+		return nil, apierr.New(apierr.PreconditionFailed, "this db service has no backup directory (it is set from --data-dir when serve runs the db service)")
+	}
+	if err := os.MkdirAll(s.BackupDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create %s: %w", s.BackupDir, err)
+	}
+	path, err := s.BackupTo(ctx, filepath.Join(s.BackupDir, "dotdo-"+s.Now().UTC().Format("20060102T150405.000Z")))
+	if err != nil {
+		return nil, err
+	}
+	out := &dbv1.BackupResponse{Path: path}
+	if st, err := os.Stat(path); err == nil {
+		out.Bytes = st.Size()
+	}
+	removed, err := RotateBackups(s.BackupDir, int(req.Msg.Keep))
+	out.Removed = int32(removed)
+	if err != nil {
+		return nil, fmt.Errorf("rotate backups in %s (wrote %s): %w", s.BackupDir, path, err)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// RotateBackups removes all but the newest keep backups (dotdo-*.db and
+// dotdo-*.jsonl, named by time) in dir, returning how many it removed.
+func RotateBackups(dir string, keep int) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, "dotdo-") && (strings.HasSuffix(n, ".db") || strings.HasSuffix(n, ".jsonl")) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	removed := 0
+	for len(names) > keep {
+		if err := os.Remove(filepath.Join(dir, names[0])); err != nil {
+			return removed, err
+		}
+		names = names[1:]
+		removed++
+	}
+	return removed, nil
+}
+
+// BackupTo writes a consistent backup of the whole database next to base:
 // base+".db" on SQLite, base+".jsonl" on PostgreSQL, and returns its path.
 // The file appears only once complete.
-func (s *Service) Backup(ctx context.Context, base string) (string, error) {
+func (s *Service) BackupTo(ctx context.Context, base string) (string, error) {
 	path := base + ".db"
 	if s.be.Name == Postgres {
 		path = base + ".jsonl"

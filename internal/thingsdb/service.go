@@ -44,6 +44,9 @@ type Service struct {
 	log *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// BackupDir is where the Backup RPC writes backups (the db process's
+	// <data-dir>/backups); empty refuses it.
+	BackupDir string
 
 	getStmt *sql.Stmt
 	// upsertStmt and createStmt are prepared on the write pool and bound to

@@ -3002,6 +3002,116 @@ func (x *StatsResponse) GetEvents() int64 {
 	return 0
 }
 
+// BackupRequest asks the db service for an online backup into its backup
+// directory (<data-dir>/backups of the db process), keeping the newest
+// keep backups there.
+type BackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keep is how many backups to keep, this one included (1 or more).
+	Keep          int32 `protobuf:"varint,1,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *BackupRequest) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is the backup's file on the db process's machine.
+	Path  string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Bytes int64  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// removed is how many older backups rotation deleted.
+	Removed       int32 `protobuf:"varint,3,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dotdo_db_v1_db_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_dotdo_db_v1_db_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *BackupResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetRemoved() int32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
 var File_dotdo_db_v1_db_proto protoreflect.FileDescriptor
 
 const file_dotdo_db_v1_db_proto_rawDesc = "" +
@@ -3218,11 +3328,17 @@ const file_dotdo_db_v1_db_proto_rawDesc = "" +
 	"embeddings\x18\x05 \x01(\x03R\n" +
 	"embeddings\x12#\n" +
 	"\rstorage_bytes\x18\x06 \x01(\x03R\fstorageBytes\x12\x16\n" +
-	"\x06events\x18\a \x01(\x03R\x06events*W\n" +
+	"\x06events\x18\a \x01(\x03R\x06events\"#\n" +
+	"\rBackupRequest\x12\x12\n" +
+	"\x04keep\x18\x01 \x01(\x05R\x04keep\"T\n" +
+	"\x0eBackupResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x18\n" +
+	"\aremoved\x18\x03 \x01(\x05R\aremoved*W\n" +
 	"\tCondition\x12\x12\n" +
 	"\x0eCONDITION_NONE\x10\x00\x12\x1c\n" +
 	"\x18CONDITION_MUST_NOT_EXIST\x10\x01\x12\x18\n" +
-	"\x14CONDITION_MUST_EXIST\x10\x022\xb1\f\n" +
+	"\x14CONDITION_MUST_EXIST\x10\x022\xf4\f\n" +
 	"\tDBService\x12=\n" +
 	"\x03Get\x12\x17.dotdo.db.v1.GetRequest\x1a\x18.dotdo.db.v1.GetResponse\"\x03\x90\x02\x01\x128\n" +
 	"\x03Put\x12\x17.dotdo.db.v1.PutRequest\x1a\x18.dotdo.db.v1.PutResponse\x12A\n" +
@@ -3242,7 +3358,8 @@ const file_dotdo_db_v1_db_proto_rawDesc = "" +
 	"\x0fUpdateAnalytics\x12#.dotdo.db.v1.UpdateAnalyticsRequest\x1a$.dotdo.db.v1.UpdateAnalyticsResponse\x12^\n" +
 	"\x0eQueryAnalytics\x12\".dotdo.db.v1.QueryAnalyticsRequest\x1a#.dotdo.db.v1.QueryAnalyticsResponse\"\x03\x90\x02\x01\x12b\n" +
 	"\x11SetRollupProperty\x12%.dotdo.db.v1.SetRollupPropertyRequest\x1a&.dotdo.db.v1.SetRollupPropertyResponse\x12C\n" +
-	"\x05Stats\x12\x19.dotdo.db.v1.StatsRequest\x1a\x1a.dotdo.db.v1.StatsResponse\"\x03\x90\x02\x01B6Z4github.com/dotdo/dotdo/internal/gen/dotdo/db/v1;dbv1b\x06proto3"
+	"\x05Stats\x12\x19.dotdo.db.v1.StatsRequest\x1a\x1a.dotdo.db.v1.StatsResponse\"\x03\x90\x02\x01\x12A\n" +
+	"\x06Backup\x12\x1a.dotdo.db.v1.BackupRequest\x1a\x1b.dotdo.db.v1.BackupResponseB6Z4github.com/dotdo/dotdo/internal/gen/dotdo/db/v1;dbv1b\x06proto3"
 
 var (
 	file_dotdo_db_v1_db_proto_rawDescOnce sync.Once
@@ -3257,7 +3374,7 @@ func file_dotdo_db_v1_db_proto_rawDescGZIP() []byte {
 }
 
 var file_dotdo_db_v1_db_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dotdo_db_v1_db_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_dotdo_db_v1_db_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_dotdo_db_v1_db_proto_goTypes = []any{
 	(Condition)(0),                            // 0: dotdo.db.v1.Condition
 	(*Thing)(nil),                             // 1: dotdo.db.v1.Thing
@@ -3308,6 +3425,8 @@ var file_dotdo_db_v1_db_proto_goTypes = []any{
 	(*StatsRequest)(nil),                      // 46: dotdo.db.v1.StatsRequest
 	(*TypeCount)(nil),                         // 47: dotdo.db.v1.TypeCount
 	(*StatsResponse)(nil),                     // 48: dotdo.db.v1.StatsResponse
+	(*BackupRequest)(nil),                     // 49: dotdo.db.v1.BackupRequest
+	(*BackupResponse)(nil),                    // 50: dotdo.db.v1.BackupResponse
 }
 var file_dotdo_db_v1_db_proto_depIdxs = []int32{
 	0,  // 0: dotdo.db.v1.Write.condition:type_name -> dotdo.db.v1.Condition
@@ -3351,27 +3470,29 @@ var file_dotdo_db_v1_db_proto_depIdxs = []int32{
 	41, // 38: dotdo.db.v1.DBService.QueryAnalytics:input_type -> dotdo.db.v1.QueryAnalyticsRequest
 	44, // 39: dotdo.db.v1.DBService.SetRollupProperty:input_type -> dotdo.db.v1.SetRollupPropertyRequest
 	46, // 40: dotdo.db.v1.DBService.Stats:input_type -> dotdo.db.v1.StatsRequest
-	4,  // 41: dotdo.db.v1.DBService.Get:output_type -> dotdo.db.v1.GetResponse
-	6,  // 42: dotdo.db.v1.DBService.Put:output_type -> dotdo.db.v1.PutResponse
-	8,  // 43: dotdo.db.v1.DBService.Delete:output_type -> dotdo.db.v1.DeleteResponse
-	10, // 44: dotdo.db.v1.DBService.List:output_type -> dotdo.db.v1.ListResponse
-	14, // 45: dotdo.db.v1.DBService.Batch:output_type -> dotdo.db.v1.BatchResponse
-	17, // 46: dotdo.db.v1.DBService.PutRelationship:output_type -> dotdo.db.v1.PutRelationshipResponse
-	19, // 47: dotdo.db.v1.DBService.DeleteRelationship:output_type -> dotdo.db.v1.DeleteRelationshipResponse
-	22, // 48: dotdo.db.v1.DBService.Related:output_type -> dotdo.db.v1.RelatedResponse
-	24, // 49: dotdo.db.v1.DBService.PurgeExpired:output_type -> dotdo.db.v1.PurgeExpiredResponse
-	26, // 50: dotdo.db.v1.DBService.Health:output_type -> dotdo.db.v1.HealthResponse
-	29, // 51: dotdo.db.v1.DBService.Search:output_type -> dotdo.db.v1.SearchResponse
-	33, // 52: dotdo.db.v1.DBService.GetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
-	33, // 53: dotdo.db.v1.DBService.SetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
-	35, // 54: dotdo.db.v1.DBService.GenerateMissingEmbeddings:output_type -> dotdo.db.v1.GenerateMissingEmbeddingsResponse
-	38, // 55: dotdo.db.v1.DBService.IngestEvents:output_type -> dotdo.db.v1.IngestEventsResponse
-	40, // 56: dotdo.db.v1.DBService.UpdateAnalytics:output_type -> dotdo.db.v1.UpdateAnalyticsResponse
-	43, // 57: dotdo.db.v1.DBService.QueryAnalytics:output_type -> dotdo.db.v1.QueryAnalyticsResponse
-	45, // 58: dotdo.db.v1.DBService.SetRollupProperty:output_type -> dotdo.db.v1.SetRollupPropertyResponse
-	48, // 59: dotdo.db.v1.DBService.Stats:output_type -> dotdo.db.v1.StatsResponse
-	41, // [41:60] is the sub-list for method output_type
-	22, // [22:41] is the sub-list for method input_type
+	49, // 41: dotdo.db.v1.DBService.Backup:input_type -> dotdo.db.v1.BackupRequest
+	4,  // 42: dotdo.db.v1.DBService.Get:output_type -> dotdo.db.v1.GetResponse
+	6,  // 43: dotdo.db.v1.DBService.Put:output_type -> dotdo.db.v1.PutResponse
+	8,  // 44: dotdo.db.v1.DBService.Delete:output_type -> dotdo.db.v1.DeleteResponse
+	10, // 45: dotdo.db.v1.DBService.List:output_type -> dotdo.db.v1.ListResponse
+	14, // 46: dotdo.db.v1.DBService.Batch:output_type -> dotdo.db.v1.BatchResponse
+	17, // 47: dotdo.db.v1.DBService.PutRelationship:output_type -> dotdo.db.v1.PutRelationshipResponse
+	19, // 48: dotdo.db.v1.DBService.DeleteRelationship:output_type -> dotdo.db.v1.DeleteRelationshipResponse
+	22, // 49: dotdo.db.v1.DBService.Related:output_type -> dotdo.db.v1.RelatedResponse
+	24, // 50: dotdo.db.v1.DBService.PurgeExpired:output_type -> dotdo.db.v1.PurgeExpiredResponse
+	26, // 51: dotdo.db.v1.DBService.Health:output_type -> dotdo.db.v1.HealthResponse
+	29, // 52: dotdo.db.v1.DBService.Search:output_type -> dotdo.db.v1.SearchResponse
+	33, // 53: dotdo.db.v1.DBService.GetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
+	33, // 54: dotdo.db.v1.DBService.SetSearchConfig:output_type -> dotdo.db.v1.SearchConfigResponse
+	35, // 55: dotdo.db.v1.DBService.GenerateMissingEmbeddings:output_type -> dotdo.db.v1.GenerateMissingEmbeddingsResponse
+	38, // 56: dotdo.db.v1.DBService.IngestEvents:output_type -> dotdo.db.v1.IngestEventsResponse
+	40, // 57: dotdo.db.v1.DBService.UpdateAnalytics:output_type -> dotdo.db.v1.UpdateAnalyticsResponse
+	43, // 58: dotdo.db.v1.DBService.QueryAnalytics:output_type -> dotdo.db.v1.QueryAnalyticsResponse
+	45, // 59: dotdo.db.v1.DBService.SetRollupProperty:output_type -> dotdo.db.v1.SetRollupPropertyResponse
+	48, // 60: dotdo.db.v1.DBService.Stats:output_type -> dotdo.db.v1.StatsResponse
+	50, // 61: dotdo.db.v1.DBService.Backup:output_type -> dotdo.db.v1.BackupResponse
+	42, // [42:62] is the sub-list for method output_type
+	22, // [22:42] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -3392,7 +3513,7 @@ func file_dotdo_db_v1_db_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dotdo_db_v1_db_proto_rawDesc), len(file_dotdo_db_v1_db_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -82,6 +82,8 @@ const (
 	DBServiceSetRollupPropertyProcedure = "/dotdo.db.v1.DBService/SetRollupProperty"
 	// DBServiceStatsProcedure is the fully-qualified name of the DBService's Stats RPC.
 	DBServiceStatsProcedure = "/dotdo.db.v1.DBService/Stats"
+	// DBServiceBackupProcedure is the fully-qualified name of the DBService's Backup RPC.
+	DBServiceBackupProcedure = "/dotdo.db.v1.DBService/Backup"
 )
 
 // DBServiceClient is a client for the dotdo.db.v1.DBService service.
@@ -105,6 +107,7 @@ type DBServiceClient interface {
 	QueryAnalytics(context.Context, *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error)
 	SetRollupProperty(context.Context, *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error)
 	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+	Backup(context.Context, *connect.Request[v1.BackupRequest]) (*connect.Response[v1.BackupResponse], error)
 }
 
 // NewDBServiceClient constructs a client for the dotdo.db.v1.DBService service. By default, it uses
@@ -240,6 +243,12 @@ func NewDBServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		backup: connect.NewClient[v1.BackupRequest, v1.BackupResponse](
+			httpClient,
+			baseURL+DBServiceBackupProcedure,
+			connect.WithSchema(dBServiceMethods.ByName("Backup")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -264,6 +273,7 @@ type dBServiceClient struct {
 	queryAnalytics            *connect.Client[v1.QueryAnalyticsRequest, v1.QueryAnalyticsResponse]
 	setRollupProperty         *connect.Client[v1.SetRollupPropertyRequest, v1.SetRollupPropertyResponse]
 	stats                     *connect.Client[v1.StatsRequest, v1.StatsResponse]
+	backup                    *connect.Client[v1.BackupRequest, v1.BackupResponse]
 }
 
 // Get calls dotdo.db.v1.DBService.Get.
@@ -361,6 +371,11 @@ func (c *dBServiceClient) Stats(ctx context.Context, req *connect.Request[v1.Sta
 	return c.stats.CallUnary(ctx, req)
 }
 
+// Backup calls dotdo.db.v1.DBService.Backup.
+func (c *dBServiceClient) Backup(ctx context.Context, req *connect.Request[v1.BackupRequest]) (*connect.Response[v1.BackupResponse], error) {
+	return c.backup.CallUnary(ctx, req)
+}
+
 // DBServiceHandler is an implementation of the dotdo.db.v1.DBService service.
 type DBServiceHandler interface {
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
@@ -382,6 +397,7 @@ type DBServiceHandler interface {
 	QueryAnalytics(context.Context, *connect.Request[v1.QueryAnalyticsRequest]) (*connect.Response[v1.QueryAnalyticsResponse], error)
 	SetRollupProperty(context.Context, *connect.Request[v1.SetRollupPropertyRequest]) (*connect.Response[v1.SetRollupPropertyResponse], error)
 	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+	Backup(context.Context, *connect.Request[v1.BackupRequest]) (*connect.Response[v1.BackupResponse], error)
 }
 
 // NewDBServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -513,6 +529,12 @@ func NewDBServiceHandler(svc DBServiceHandler, opts ...connect.HandlerOption) (s
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	dBServiceBackupHandler := connect.NewUnaryHandler(
+		DBServiceBackupProcedure,
+		svc.Backup,
+		connect.WithSchema(dBServiceMethods.ByName("Backup")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dotdo.db.v1.DBService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DBServiceGetProcedure:
@@ -553,6 +575,8 @@ func NewDBServiceHandler(svc DBServiceHandler, opts ...connect.HandlerOption) (s
 			dBServiceSetRollupPropertyHandler.ServeHTTP(w, r)
 		case DBServiceStatsProcedure:
 			dBServiceStatsHandler.ServeHTTP(w, r)
+		case DBServiceBackupProcedure:
+			dBServiceBackupHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -636,4 +660,8 @@ func (UnimplementedDBServiceHandler) SetRollupProperty(context.Context, *connect
 
 func (UnimplementedDBServiceHandler) Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.Stats is not implemented"))
+}
+
+func (UnimplementedDBServiceHandler) Backup(context.Context, *connect.Request[v1.BackupRequest]) (*connect.Response[v1.BackupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dotdo.db.v1.DBService.Backup is not implemented"))
 }
