@@ -25,6 +25,8 @@ var errHelp = errors.New("help")
 // config is everything `dotdo serve` and `dotdo migrate` read from flags
 // and DOTDO_* environment variables. Flags win over the environment.
 type config struct {
+	// Warnings are logged when serve starts: secrets given as flags.
+	Warnings        []string
 	Addr            string
 	DataDir         string
 	DatabaseURL     string
@@ -164,6 +166,8 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		// otherwise read as true followed by an ignored "false".
 		return nil, fmt.Errorf("unexpected argument %q; boolean flags take --flag=false; see dotdo %s --help", fs.Arg(0), cmd)
 	}
+	var onCommandLine []string
+	fs.Visit(func(f *flag.Flag) { onCommandLine = append(onCommandLine, f.Name) })
 	get := func(name string) *option {
 		for _, o := range opts {
 			if o.flag == name {
@@ -187,6 +191,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		LogLevel:      get("log-level").value,
 		Hosts:         map[string]string{},
 	}
+	c.Warnings = secretFlagWarnings(onCommandLine, get)
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return nil, bad("addr", "want host:port, such as 127.0.0.1:8787 or :8787")
 	}
@@ -332,4 +337,24 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("bad size")
 	}
 	return n * mult, nil
+}
+
+// secretFlagWarnings names the flags given on the command line that carry
+// a secret (webhook signing secrets, a database URL with a password):
+// process listings show them to every user of the machine, while the
+// environment variable does not.
+func secretFlagWarnings(onCommandLine []string, get func(string) *option) []string {
+	var out []string
+	for _, name := range onCommandLine {
+		secret := strings.HasPrefix(name, "webhooks-") && strings.HasSuffix(name, "-secrets")
+		if name == "database-url" {
+			if u, err := url.Parse(get(name).value); err == nil && u.User != nil {
+				_, secret = u.User.Password()
+			}
+		}
+		if secret {
+			out = append(out, fmt.Sprintf("--%s puts a secret on the command line, where process listings show it; set %s instead", name, get(name).env))
+		}
+	}
+	return out
 }

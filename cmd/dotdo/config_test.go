@@ -272,3 +272,29 @@ func TestMigrate(t *testing.T) {
 		})
 	}
 }
+
+// Secrets given as flags are named in a warning serve logs; the same
+// secrets from the environment, and flags without secrets, are not.
+func TestSecretFlagsWarned(t *testing.T) {
+	dir := t.TempDir()
+	c, err := parseConfig("serve", []string{"--data-dir", dir, "--webhooks-stripe-secrets", "whsec_abc", "--webhooks-namespace", "billing",
+		"--database-url", "postgres://dotdo:hunter2@db:5432/dotdo"}, env("DOTDO_WEBHOOKS_GITHUB_SECRETS=gh"), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(c.Warnings, "\n")
+	if len(c.Warnings) != 2 || !strings.Contains(joined, "--webhooks-stripe-secrets") || !strings.Contains(joined, "DOTDO_WEBHOOKS_STRIPE_SECRETS") ||
+		!strings.Contains(joined, "--database-url") || !strings.Contains(joined, "DATABASE_URL") {
+		t.Errorf("warnings = %q; want one each for --webhooks-stripe-secrets and --database-url, naming their variables", c.Warnings)
+	}
+	if strings.Contains(joined, "whsec_abc") || strings.Contains(joined, "hunter2") {
+		t.Errorf("warnings = %q; they must not repeat the secrets", c.Warnings)
+	}
+	c, err = parseConfig("serve", []string{"--data-dir", dir, "--database-url", "postgres://dotdo@db:5432/dotdo"}, env("DOTDO_WEBHOOKS_GITHUB_SECRETS=gh"), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings without secrets on the command line = %q; want none", c.Warnings)
+	}
+}

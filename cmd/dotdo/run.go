@@ -183,6 +183,9 @@ type dbBinding interface {
 
 func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	if cfg.split() && len(cfg.InternalToken) < 32 {
 		return errors.New("DOTDO_INTERNAL_TOKEN must be set to a secret of at least 32 characters when services run in separate processes (generate one with: openssl rand -hex 32)")
 	}
