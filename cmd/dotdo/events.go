@@ -16,7 +16,7 @@ import (
 // This file turns writes through the gateway's REST routes, MCP tools and
 // dispatch scripts into outbound webhook events (thing.created,
 // thing.updated, thing.deleted) when the webhooks service runs in this
-// process.
+// process, or runs in another one this gateway reaches (--webhooks-url).
 
 // thingEvents decorates the db binding of the REST routes, the MCP tools
 // and the dispatch scripts: after a
@@ -28,12 +28,13 @@ type thingEvents struct {
 }
 
 // withThingEvents returns db decorated to emit thing events, or db itself
-// when the webhooks service does not run here.
+// when this process has no emitter (no webhooks service here or at
+// --webhooks-url).
 func withThingEvents(db thingsdb.API, w *wiring) thingsdb.API {
-	if w.webhooks.svc == nil {
+	if w.webhooks.events == nil {
 		return db
 	}
-	return &thingEvents{API: db, ev: w.webhooks.svc.Events()}
+	return &thingEvents{API: db, ev: w.webhooks.events}
 }
 
 type thingEvent struct {

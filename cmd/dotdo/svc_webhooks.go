@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dotdo/dotdo/internal/gateway"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
@@ -96,6 +97,10 @@ func (q *webhooksConfig) parse(c *config, l optionLookup) error {
 // services emit outbound events with svc.Publish (or the Emit RPC).
 type webhooksWiring struct {
 	svc *webhooks.Service
+	// events emits dotdo's own events: the service's emitter, or, in a
+	// gateway whose webhooks service runs elsewhere (--webhooks-url), one
+	// that sends them there.
+	events *webhooks.Events
 }
 
 // webhooksCommands are the subcommands the webhooks service adds beside serve.
@@ -145,7 +150,7 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 		if err := w.reg.Register(svc.Collector()); err != nil {
 			return fmt.Errorf("webhooks metrics: %w", err)
 		}
-		w.webhooks.svc = svc
+		w.webhooks.svc, w.webhooks.events = svc, svc.Events()
 		wireEvents(w, svc)
 		api = svc
 		path, handler = webhooksv1connect.NewWebhooksServiceHandler(svc, w.serverOpts...)
@@ -157,8 +162,18 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 		}
 		w.log.Info("webhooks service ready", "providers", providers, "namespace", wc.Namespace)
 	case cfg.has("gateway") && wc.URL != "":
-		api = webhooksv1connect.NewWebhooksServiceClient(w.client, wc.URL, w.clientOpts...)
+		client := webhooksv1connect.NewWebhooksServiceClient(w.client, wc.URL, w.clientOpts...)
+		api = client
 		handler = proxy(wc.URL, cfg.InternalToken, w.client.Transport)
+		// Thing writes through this gateway's routes become events in the
+		// webhooks process.
+		dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "dotdo_webhooks_events_dropped_total",
+			Help: "dotdo events (thing.*) dropped because the buffer of events on their way to the webhooks service was full."})
+		if err := w.reg.Register(dropped); err != nil {
+			return fmt.Errorf("webhooks metrics: %w", err)
+		}
+		w.webhooks.events = webhooks.NewRemoteEvents(w.db, client, w.log.With("service", "webhooks-events"), dropped)
+		w.webhooks.events.Start(ctx)
 	default:
 		return nil
 	}

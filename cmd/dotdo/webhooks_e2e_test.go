@@ -309,6 +309,34 @@ func TestWebhooksSplit(t *testing.T) {
 	if r.status != 200 || !strings.Contains(string(r.body), "grace@acme.test") {
 		t.Fatalf("users = %d %s; want grace provisioned", r.status, r.body)
 	}
+
+	// A thing written through the gateway is an event in the webhooks
+	// process, delivered signed to the endpoint subscribed to it.
+	things := newEventReceiver(t)
+	r = do(t, "POST", gw.url+"/v1/webhooks/endpoints", fmt.Sprintf(`{"url":%q,"namespace":"acme","eventTypes":["thing.created"]}`, things.srv.URL))
+	if r.status != 201 {
+		t.Fatalf("create endpoint = %d %s", r.status, r.body)
+	}
+	secret := r.json(t)["secret"].(string)
+	// The gateway's emitter rereads "is there an endpoint?" within 3 s;
+	// a write before then is not an event, so write until one arrives.
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("order-%d", i)
+		if r := do(t, "PUT", gw.url+"/v1/things/acme/"+id, `{"type":"Order","data":{"total":5}}`); r.status != 201 {
+			t.Fatalf("PUT thing = %d %s", r.status, r.body)
+		}
+		things.mu.Lock()
+		n := len(things.bodies)
+		things.mu.Unlock()
+		if n > 0 || i == 40 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	ev := things.wait(t, secret, "thing.created")
+	if ev.Data["ns"] != "acme" || ev.Data["type"] != "Order" {
+		t.Fatalf("thing.created through the split gateway = %+v", ev)
+	}
 }
 
 func hmacHex(secret, msg string) string {

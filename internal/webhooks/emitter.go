@@ -2,13 +2,17 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	dbv1 "github.com/dotdo/dotdo/internal/gen/dotdo/db/v1"
+	webhooksv1 "github.com/dotdo/dotdo/internal/gen/dotdo/webhooks/v1"
 )
 
 // EventsBuffer is how many events wait for Publish before new ones are
@@ -25,7 +29,10 @@ const endpointsTTL = 3 * time.Second
 // through Publish. When the buffer is full the event is dropped and
 // counted; when no enabled endpoint exists Emit returns at once.
 type Events struct {
-	s       *Service
+	publish func(ctx context.Context, ns, typ string, data any) error
+	db      Lister
+	log     *slog.Logger
+	onDrop  func()
 	ch      chan emitted
 	dropped atomic.Int64
 	// noneUntil and someUntil (Unix ns) cache the answer to "is there any
@@ -38,9 +45,50 @@ type emitted struct {
 	data    any
 }
 
-func newEvents(s *Service, size int) *Events {
-	return &Events{s: s, ch: make(chan emitted, size)}
+// Lister is the part of the db binding the emitter reads endpoints with.
+type Lister interface {
+	List(context.Context, *connect.Request[dbv1.ListRequest]) (*connect.Response[dbv1.ListResponse], error)
 }
+
+// Emitter is the webhooks service's Emit RPC: the service itself or a
+// Connect client to it.
+type Emitter interface {
+	Emit(context.Context, *connect.Request[webhooksv1.EmitRequest]) (*connect.Response[webhooksv1.EmitResponse], error)
+}
+
+func newEvents(s *Service, size int) *Events {
+	publish := func(ctx context.Context, ns, typ string, data any) error {
+		_, err := s.Publish(ctx, ns, typ, data)
+		return err
+	}
+	return &Events{publish: publish, db: s.db, log: s.log, onDrop: s.metrics.eventsDropped.Inc, ch: make(chan emitted, size)}
+}
+
+// NewRemoteEvents returns an emitter for a process without the webhooks
+// service (a split-mode gateway): events go to the webhooks service in
+// another process through its Emit RPC, on the same terms as the
+// service's own emitter (never blocking, EventsBuffer events at most,
+// nothing sent while no enabled endpoint exists, which it reads through
+// db). dropped, if not nil, counts the events dropped. Start runs it.
+func NewRemoteEvents(db Lister, emit Emitter, log *slog.Logger, dropped prometheus.Counter) *Events {
+	publish := func(ctx context.Context, ns, typ string, data any) error {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return err
+		}
+		_, err = emit.Emit(ctx, connect.NewRequest(&webhooksv1.EmitRequest{Namespace: ns, Type: typ, Data: b}))
+		return err
+	}
+	onDrop := func() {}
+	if dropped != nil {
+		onDrop = dropped.Inc
+	}
+	return &Events{publish: publish, db: db, log: log, onDrop: onDrop, ch: make(chan emitted, EventsBuffer)}
+}
+
+// Start publishes the emitted events until ctx ends (the service starts
+// its own emitter; NewRemoteEvents' needs this).
+func (e *Events) Start(ctx context.Context) { go e.run(ctx) }
 
 // Events returns the service's event emitter.
 func (s *Service) Events() *Events { return s.ev }
@@ -59,7 +107,7 @@ func (e *Events) Emit(ns, typ string, data any) {
 	case e.ch <- emitted{ns, typ, data}:
 	default:
 		e.dropped.Add(1)
-		e.s.metrics.eventsDropped.Inc()
+		e.onDrop()
 	}
 }
 
@@ -83,8 +131,8 @@ func (e *Events) run(ctx context.Context) {
 				continue
 			}
 			c, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if _, err := e.s.Publish(c, ev.ns, ev.typ, ev.data); err != nil && ctx.Err() == nil {
-				e.s.log.Warn("webhooks: emit event failed", "ns", ev.ns, "type", ev.typ, "err", err)
+			if err := e.publish(c, ev.ns, ev.typ, ev.data); err != nil && ctx.Err() == nil {
+				e.log.Warn("webhooks: emit event failed", "ns", ev.ns, "type", ev.typ, "err", err)
 			}
 			cancel()
 		}
@@ -103,7 +151,7 @@ func (e *Events) anyEndpoint(ctx context.Context) bool {
 	}
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	res, err := e.s.db.List(c, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeEndpoint, Limit: 1,
+	res, err := e.db.List(c, connect.NewRequest(&dbv1.ListRequest{Ns: Namespace, Type: typeEndpoint, Limit: 1,
 		Where: string(mustJSON(map[string]any{"disabled": false}))}))
 	if err != nil {
 		return true // let Publish try and report
