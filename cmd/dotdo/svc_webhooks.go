@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dotdo/dotdo/internal/gateway"
 	"github.com/dotdo/dotdo/internal/gen/dotdo/auth/v1/authv1connect"
@@ -167,8 +166,7 @@ func wireWebhooks(ctx context.Context, w *wiring) error {
 		handler = proxy(wc.URL, cfg.InternalToken, w.client.Transport)
 		// Thing writes through this gateway's routes become events in the
 		// webhooks process.
-		dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "dotdo_webhooks_events_dropped_total",
-			Help: "dotdo events (thing.*) dropped because the buffer of events on their way to the webhooks service was full."})
+		dropped := webhooks.NewEventsDropped()
 		if err := w.reg.Register(dropped); err != nil {
 			return fmt.Errorf("webhooks metrics: %w", err)
 		}

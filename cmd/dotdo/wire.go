@@ -26,6 +26,7 @@ import (
 	"github.com/dotdo/dotdo/internal/identity"
 	"github.com/dotdo/dotdo/internal/ratelimit"
 	"github.com/dotdo/dotdo/internal/reqid"
+	"github.com/dotdo/dotdo/internal/webhooks"
 )
 
 // secretKey returns the 32-byte key that seals signing keys at rest: from
@@ -112,9 +113,6 @@ func parsePolicy(name, s string) (*ratelimit.Policy, error) {
 	return &p, nil
 }
 
-// webhooksRoute is the route of inbound signed webhooks.
-const webhooksRoute = "POST /webhooks/{provider}"
-
 // limits are the gateway's rate-limit policies.
 type limits struct {
 	limiter ratelimit.Limiter
@@ -148,8 +146,8 @@ func newLimits(cfg *config, log *slog.Logger) (*limits, error) {
 	// Providers deliver signed webhooks from a few addresses, and GitHub
 	// does not retry a refused delivery: unless --rate-limit-routes sets
 	// one, the route has a budget of its own, far above the anonymous one.
-	if _, ok := l.routes[webhooksRoute]; !ok {
-		l.routes[webhooksRoute] = &ratelimit.Policy{Name: "webhooks", Limit: 60000, Period: time.Minute}
+	if _, ok := l.routes[webhooks.ReceiveRoute]; !ok {
+		l.routes[webhooks.ReceiveRoute] = &ratelimit.Policy{Name: "webhooks", Limit: 60000, Period: time.Minute}
 	}
 	if cfg.RedisURL != "" {
 		opt, err := redis.ParseURL(cfg.RedisURL)

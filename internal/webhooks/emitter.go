@@ -26,10 +26,10 @@ const endpointsTTL = 3 * time.Second
 // Events emits dotdo's own events (thing.created, email.delivered, ...) to
 // outbound endpoints without ever blocking the caller: Emit queues the
 // event in a bounded buffer that one goroutine (started by Start) drains
-// through Publish. When the buffer is full the event is dropped and
+// through the Emit RPC. When the buffer is full the event is dropped and
 // counted; when no enabled endpoint exists Emit returns at once.
 type Events struct {
-	publish func(ctx context.Context, ns, typ string, data any) error
+	emit    Emitter
 	db      Lister
 	log     *slog.Logger
 	onDrop  func()
@@ -57,11 +57,7 @@ type Emitter interface {
 }
 
 func newEvents(s *Service, size int) *Events {
-	publish := func(ctx context.Context, ns, typ string, data any) error {
-		_, err := s.Publish(ctx, ns, typ, data)
-		return err
-	}
-	return &Events{publish: publish, db: s.db, log: s.log, onDrop: s.metrics.eventsDropped.Inc, ch: make(chan emitted, size)}
+	return newEventsVia(s, s.db, s.log, s.metrics.eventsDropped, size)
 }
 
 // NewRemoteEvents returns an emitter for a process without the webhooks
@@ -69,25 +65,17 @@ func newEvents(s *Service, size int) *Events {
 // another process through its Emit RPC, on the same terms as the
 // service's own emitter (never blocking, EventsBuffer events at most,
 // nothing sent while no enabled endpoint exists, which it reads through
-// db). dropped, if not nil, counts the events dropped. Start runs it.
+// db). dropped (NewEventsDropped) counts the events dropped. Start runs
+// it.
 func NewRemoteEvents(db Lister, emit Emitter, log *slog.Logger, dropped prometheus.Counter) *Events {
-	publish := func(ctx context.Context, ns, typ string, data any) error {
-		b, err := json.Marshal(data)
-		if err != nil {
-			return err
-		}
-		_, err = emit.Emit(ctx, connect.NewRequest(&webhooksv1.EmitRequest{Namespace: ns, Type: typ, Data: b}))
-		return err
-	}
-	onDrop := func() {}
-	if dropped != nil {
-		onDrop = dropped.Inc
-	}
-	return &Events{publish: publish, db: db, log: log, onDrop: onDrop, ch: make(chan emitted, EventsBuffer)}
+	return newEventsVia(emit, db, log, dropped, EventsBuffer)
 }
 
-// Start publishes the emitted events until ctx ends (the service starts
-// its own emitter; NewRemoteEvents' needs this).
+func newEventsVia(emit Emitter, db Lister, log *slog.Logger, dropped prometheus.Counter, size int) *Events {
+	return &Events{emit: emit, db: db, log: log, onDrop: dropped.Inc, ch: make(chan emitted, size)}
+}
+
+// Start publishes the emitted events until ctx ends.
 func (e *Events) Start(ctx context.Context) { go e.run(ctx) }
 
 // Events returns the service's event emitter.
@@ -131,12 +119,23 @@ func (e *Events) run(ctx context.Context) {
 				continue
 			}
 			c, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := e.publish(c, ev.ns, ev.typ, ev.data); err != nil && ctx.Err() == nil {
+			if err := e.publish(c, ev); err != nil && ctx.Err() == nil {
 				e.log.Warn("webhooks: emit event failed", "ns", ev.ns, "type", ev.typ, "err", err)
 			}
 			cancel()
 		}
 	}
+}
+
+// publish hands one event to Emit, which stores and queues its
+// deliveries.
+func (e *Events) publish(ctx context.Context, ev emitted) error {
+	b, err := json.Marshal(ev.data)
+	if err != nil {
+		return err
+	}
+	_, err = e.emit.Emit(ctx, connect.NewRequest(&webhooksv1.EmitRequest{Namespace: ev.ns, Type: ev.typ, Data: b}))
+	return err
 }
 
 // anyEndpoint reports whether an enabled endpoint exists, from the cache

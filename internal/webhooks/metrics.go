@@ -20,8 +20,7 @@ func newMetrics() *metrics {
 			Help: "Inbound events processed by provider and resulting status (processed, ignored, failed, retry)."}, []string{"provider", "status"}),
 		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dotdo_webhooks_outbound_attempts_total",
 			Help: "Outbound delivery attempts by result (succeeded, retry, failed, gone)."}, []string{"result"}),
-		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "dotdo_webhooks_events_dropped_total",
-			Help: "dotdo events (thing.created, email.delivered, ...) dropped before publishing because the emitter's buffer was full."}),
+		eventsDropped: NewEventsDropped(),
 	}
 }
 
@@ -39,6 +38,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.processed.Collect(ch)
 	m.outbound.Collect(ch)
 	m.eventsDropped.Collect(ch)
+}
+
+// NewEventsDropped returns the counter of dotdo events an emitter dropped
+// because its buffer was full: the service's own, or a split-mode
+// gateway's for NewRemoteEvents.
+func NewEventsDropped() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: "dotdo_webhooks_events_dropped_total",
+		Help: "dotdo events (thing.created, email.delivered, ...) dropped before publishing because the emitter's buffer was full."})
 }
 
 // Collector returns the service's metrics for a registry.

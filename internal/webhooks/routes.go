@@ -40,7 +40,10 @@ var Prefixes = []string{"/webhooks", "/v1/webhooks"}
 
 // OpenRoutes answer without credentials: the provider's signature is the
 // authentication.
-var OpenRoutes = []string{"POST /webhooks/{provider}"}
+var OpenRoutes = []string{ReceiveRoute}
+
+// ReceiveRoute is the route of inbound signed webhooks.
+const ReceiveRoute = "POST /webhooks/{provider}"
 
 // Default body limits of inbound deliveries.
 const (
@@ -77,7 +80,7 @@ type rest struct {
 // Routes registers the webhooks service's routes on mux.
 func Routes(mux *http.ServeMux, api API, opts RouteOptions) {
 	h := &rest{api: api, opts: opts}
-	mux.HandleFunc("POST /webhooks/{provider}", h.receive)
+	mux.HandleFunc(ReceiveRoute, h.receive)
 	read, manage := h.need(Namespace, "webhooks:read"), h.need(Namespace, "webhooks:manage")
 	mux.HandleFunc("GET /v1/webhooks/events", read(h.listEvents))
 	mux.HandleFunc("GET /v1/webhooks/events/{id}", read(h.getEvent))

@@ -193,7 +193,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", OutboundQueue, err)
 	}
 	go s.sweep(ctx)
-	go s.ev.run(ctx)
+	s.ev.Start(ctx)
 	return nil
 }
 
