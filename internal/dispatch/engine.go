@@ -57,7 +57,7 @@ type compiled struct {
 	mod     wazero.CompiledModule
 	refs    int    // requests running it
 	used    uint64 // engine.tick at its last use
-	evicted bool   // out of the engine: closed once refs is 0
+	evicted bool   // out of the engine and closed: acquire refuses it
 }
 
 // DefaultMaxCompiled is how many compiled modules a dispatcher keeps in
@@ -168,14 +168,13 @@ func (e *engine) compile(ctx context.Context, module []byte, sha string, pages u
 	key := compiledKey{sha, pages}
 	e.mu.Lock()
 	if old, ok := e.compiled[key]; ok {
-		e.tick++
-		old.used = e.tick
+		e.touchLocked(old)
 		e.mu.Unlock()
 		m.Close(ctx)
 		return old, nil
 	}
-	e.tick++
-	c := &compiled{key: key, mod: m, used: e.tick}
+	c := &compiled{key: key, mod: m}
+	e.touchLocked(c)
 	e.compiled[key] = c
 	closing := e.evictLocked(c)
 	e.mu.Unlock()
@@ -188,8 +187,7 @@ func (e *engine) compile(ctx context.Context, module []byte, sha string, pages u
 // evictLocked takes the least recently used modules out of the engine
 // while it holds more than max, skipping keep (just compiled for a
 // request) and those a request is running: the limit is exceeded rather
-// than a request failed. It returns the modules
-// to close now; one still running is closed by its last release.
+// than a request failed. It returns the modules to close.
 func (e *engine) evictLocked(keep *compiled) []wazero.CompiledModule {
 	var closing []wazero.CompiledModule
 	for len(e.compiled) > e.max {
@@ -216,8 +214,7 @@ func (e *engine) cached(sha string, pages uint32) (*compiled, bool) {
 	defer e.mu.Unlock()
 	c, ok := e.compiled[compiledKey{sha, pages}]
 	if ok {
-		e.tick++
-		c.used = e.tick
+		e.touchLocked(c)
 	}
 	return c, ok
 }
@@ -232,21 +229,22 @@ func (e *engine) acquire(c *compiled) bool {
 		return false
 	}
 	c.refs++
-	e.tick++
-	c.used = e.tick
+	e.touchLocked(c)
 	return true
 }
 
-// release ends a request's hold on c, closing c if it was evicted and this
-// was the last request running it.
+// touchLocked marks c as the most recently used module.
+func (e *engine) touchLocked(c *compiled) {
+	e.tick++
+	c.used = e.tick
+}
+
+// release ends a request's hold on c. (Eviction skips held modules, so
+// none is closed while a request runs it.)
 func (e *engine) release(c *compiled) {
 	e.mu.Lock()
 	c.refs--
-	last := c.evicted && c.refs == 0
 	e.mu.Unlock()
-	if last {
-		c.mod.Close(context.Background())
-	}
 }
 
 // stats are the number of modules in memory and of evictions so far.
