@@ -55,7 +55,7 @@ func (s *Service) Backup(ctx context.Context, req *connect.Request[dbv1.BackupRe
 	if err := os.MkdirAll(s.BackupDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create %s: %w", s.BackupDir, err)
 	}
-	path, err := s.BackupTo(ctx, filepath.Join(s.BackupDir, "dotdo-"+s.Now().UTC().Format("20060102T150405.000Z")))
+	path, err := s.backupTo(ctx, filepath.Join(s.BackupDir, "dotdo-"+s.Now().UTC().Format("20060102T150405.000Z")))
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (s *Service) Backup(ctx context.Context, req *connect.Request[dbv1.BackupRe
 	if st, err := os.Stat(path); err == nil {
 		out.Bytes = st.Size()
 	}
-	removed, err := RotateBackups(s.BackupDir, int(req.Msg.Keep))
+	removed, err := rotateBackups(s.BackupDir, int(req.Msg.Keep))
 	out.Removed = int32(removed)
 	if err != nil {
 		return nil, fmt.Errorf("rotate backups in %s (wrote %s): %w", s.BackupDir, path, err)
@@ -71,9 +71,9 @@ func (s *Service) Backup(ctx context.Context, req *connect.Request[dbv1.BackupRe
 	return connect.NewResponse(out), nil
 }
 
-// RotateBackups removes all but the newest keep backups (dotdo-*.db and
+// rotateBackups removes all but the newest keep backups (dotdo-*.db and
 // dotdo-*.jsonl, named by time) in dir, returning how many it removed.
-func RotateBackups(dir string, keep int) (int, error) {
+func rotateBackups(dir string, keep int) (int, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
@@ -97,10 +97,10 @@ func RotateBackups(dir string, keep int) (int, error) {
 	return removed, nil
 }
 
-// BackupTo writes a consistent backup of the whole database next to base:
+// backupTo writes a consistent backup of the whole database next to base:
 // base+".db" on SQLite, base+".jsonl" on PostgreSQL, and returns its path.
 // The file appears only once complete.
-func (s *Service) BackupTo(ctx context.Context, base string) (string, error) {
+func (s *Service) backupTo(ctx context.Context, base string) (string, error) {
 	path := base + ".db"
 	if s.be.Name == Postgres {
 		path = base + ".jsonl"
